@@ -1,0 +1,76 @@
+"""The ``xvit`` command: one subcommand per module, imported only when it runs.
+
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``; this file only
+wires them, so ``xvit --help`` stays fast and a broken optional import cannot break other commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from xvit.errors import UserError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("xvit.info", "parameters, GFLOPs (multiply-adds) and a forward pass of a model"),
+    "models": ("xvit.info", "list the registered model names"),
+    "train": ("xvit.train", "train a model from a YAML config with key=value overrides"),
+    "eval": ("xvit.evaluate", "multi-view evaluation of a checkpoint (top-1/top-5, per-class)"),
+    "predict": ("xvit.predict", "class predictions for video files"),
+    "bench": ("xvit.bench", "inference / training speed, memory and FLOPs of several models"),
+    "make-synthetic": ("xvit.data.synthetic", "write the built-in synthetic temporal benchmark"),
+    "check-data": ("xvit.data.check", "scan a dataset for missing, unreadable or bad entries"),
+    "bench-data": ("xvit.data.bench", "measure data-loader clips/s (seek decode vs full decode)"),
+}
+
+
+def _load(name: str):
+    module_name, _ = COMMANDS[name]
+    return importlib.import_module(module_name)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xvit", description="Efficient video transformers (X-ViT and baselines).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported; the others get a bare help line.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen and name != "models":
+            _load(name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "models":
+        from xvit.models import list_models
+
+        print("\n".join(list_models()))
+        return 0
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except UserError as err:
+        print(f"xvit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xvit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

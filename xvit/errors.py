@@ -1,0 +1,9 @@
+"""Errors a user can meet and fix (bad file, bad config key, bad label, missing dataset root).
+
+Raise ``UserError`` with a message that names the offending path or value and what to do; the
+command line prints it as one line and exits with status 2, without a traceback.
+"""
+
+
+class UserError(Exception):
+    """An error the user can fix: printed as one line, exit status 2, no traceback."""

@@ -1,0 +1,144 @@
+"""X-ViT (paper §3) and the two baselines that keep its per-frame token layout: the frame ViT
+(TSN, "space-only") and TSM-ViT (supplement Eqs. 1-3).
+
+All three are one ``VideoTransformer``: an image ViT applied to every frame, whose tokens are
+``(B, T, 1+N, D)`` throughout. They differ only in how frames exchange information:
+
+- X-ViT: the attention of chosen blocks mixes K/V channels of frames t-1, t+1 (``mix``),
+  optionally with per-frame summary tokens; temporal embedding; temporal attention head.
+- frame ViT: no exchange; temporal average pooling.
+- TSM-ViT: the token tensor is temporally shifted before every block (``tsm_shift_div``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from xvit.layers import Attention, Block, build_head, mix_offsets, temporal_shift
+from xvit.models.base import VideoModel, register_family, resize_temporal_embed
+
+MIX_BLOCK_CHOICES = ("all", "none", "first_half", "second_half", "odd", "even")
+
+
+def resolve_mix_blocks(spec: str | Iterable[int] | None, depth: int) -> frozenset[int]:
+    """Which blocks mix: ``"all"``, ``"none"``, ``"first_half"``, ``"second_half"``, ``"odd"``,
+    ``"even"`` (0-based block index parity) or explicit indices (negative counts from the end)."""
+    if spec is None or spec == "all":
+        return frozenset(range(depth))
+    if isinstance(spec, str):
+        named = {
+            "none": (),
+            "first_half": range(depth // 2),
+            "second_half": range(depth // 2, depth),
+            "odd": range(1, depth, 2),
+            "even": range(0, depth, 2),
+        }
+        if spec not in named:
+            raise ValueError(f"mix_blocks must be one of {MIX_BLOCK_CHOICES} or a list of block indices, got {spec!r}")
+        return frozenset(named[spec])
+    idx = [int(i) % depth if -depth <= int(i) < depth else None for i in spec]
+    if None in idx:
+        raise ValueError(f"mix_blocks {list(spec)} has indices outside a {depth}-block model")
+    return frozenset(idx)
+
+
+class VideoTransformer(VideoModel):
+    """Per-frame ViT with optional space-time mixing (X-ViT) or token shift (TSM-ViT)."""
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_frames: int = 8,
+        num_classes: int = 400,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        mix: str | None = "kv",
+        shift_div: int = 4,
+        t_w: int = 1,
+        mix_blocks: str | Iterable[int] | None = "all",
+        summary_token: bool = False,
+        tsm_shift_div: int = 0,
+        temporal_embed: bool = True,
+        head: str = "attn",
+        head_depth: int = 1,
+        fused_attn: bool = True,
+    ) -> None:
+        """``shift_div``: 1/ρ per mixed direction (4: ρ = 50%, the SSv2 default; 8: 25%, Kinetics).
+        ``mix``: ``"kv"`` (paper), ``"k"``, ``"v"`` or None. ``tsm_shift_div``: > 0 makes TSM-ViT
+        (1/div of channels from t-1 and from t+1 before every block; 8 in TSM)."""
+        super().__init__(img_size, patch_size, in_chans, embed_dim, num_frames, num_classes)
+        self.mixing_blocks = resolve_mix_blocks(mix_blocks, depth) if mix else frozenset()
+        self.tsm_fold = embed_dim // tsm_shift_div if tsm_shift_div else 0
+        self.temp_embed = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim)) if temporal_embed else None
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth decay rule
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio,
+                qkv_bias,
+                drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=dpr[i],
+                attn_layer=partial(
+                    Attention,
+                    mix=mix if i in self.mixing_blocks else None,
+                    shift_div=shift_div,
+                    t_w=t_w,
+                    summary_token=summary_token,
+                    fused_attn=fused_attn,
+                ),
+            )
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = build_head(head, embed_dim, num_heads, num_classes, head_depth, drop_rate, fused_attn)
+        self.init_weights()
+
+    def zero_init_params(self) -> set[str]:
+        return {"temp_embed", "head.cls_token"}
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> per-frame tokens (B, T, 1+N, D) after the final norm."""
+        B, C, T, H, W = x.shape
+        patches = self.embed_patches(x)  # (B, T, N, D)
+        cls = self.cls_with_pos().expand(B, T, 1, -1)  # (B, T, 1, D)
+        x = torch.cat([cls, patches], dim=2)  # (B, T, 1+N, D)
+        x = self.pos_drop(x)  # the reference code drops before adding the temporal embedding
+        if self.temp_embed is not None:
+            x = x + resize_temporal_embed(self.temp_embed, T)  # (1, T, 1, D) broadcast
+        for blk in self.blocks:
+            if self.tsm_fold:
+                x = temporal_shift(x, mix_offsets(1), self.tsm_fold)  # TSM: shift, then a plain block
+            x = blk(x)
+        return self.norm(x)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """(B, T, 1+N, D) -> (B, num_classes) from the per-frame CLS tokens."""
+        return self.head(features[:, :, 0])  # (B, T, D) -> (B, K)
+
+
+register_family("xvit", VideoTransformer, "X-ViT: space-time mixing of K/V, temporal embedding, temporal attention head", mix="kv", head="attn")
+register_family("vit", VideoTransformer, "Frame ViT (TSN, space-only): no temporal exchange, temporal average pooling", mix=None, temporal_embed=False, head="avg")
+register_family(
+    "tsm_vit",
+    VideoTransformer,
+    "TSM-ViT: temporal shift of 1/8 + 1/8 channels before each block, temporal average pooling",
+    mix=None,
+    tsm_shift_div=8,
+    temporal_embed=False,
+    head="avg",
+)

@@ -1,0 +1,178 @@
+"""Loading weights into any model (SPEC §5), never silently dropping any.
+
+Three sources are recognised:
+
+- an ImageNet image ViT in timm's format (``.pth``/``.bin``/``.safetensors`` state dict, with or
+  without its classifier): backbone weights are copied by name, the spatial position embedding
+  is resampled when the grid differs, temporal modules and the head keep their own init;
+- a checkpoint of the public X-ViT reference code (PySlowFast layout: ``model_state`` with
+  ``base_model.*`` and ``consensus.*``): mapped to xvit's names; its 8-frame temporal embedding is
+  tiled to the model's frame count, as the reference code reuses it for frames 8-15;
+- a checkpoint written by xvit (safetensors with ``xvit`` metadata): loaded strictly.
+
+Files are read with safetensors or ``torch.load(weights_only=True)``: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from timm.layers import resample_abs_pos_embed
+from torch import Tensor, nn
+
+from xvit.errors import UserError
+from xvit.models.base import resize_temporal_embed
+
+log = logging.getLogger("xvit.weights")
+
+REFERENCE_FRAMES_HINT = "base_model.temp_embed"
+
+
+@dataclass
+class LoadReport:
+    """What a load did, by parameter name."""
+
+    source: str
+    kind: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # model keys the file did not provide
+    unexpected: list[str] = field(default_factory=list)  # file keys the model has no use for
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (name, file shape, model shape)
+    adapted: list[str] = field(default_factory=list)  # e.g. resampled position embeddings
+
+    def summary(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors from {self.source} ({self.kind})"]
+        lines += [f"  adapted: {a}" for a in self.adapted]
+        if self.missing:
+            lines.append(f"  kept their own init ({len(self.missing)}): {_abbrev(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  unused from the file ({len(self.unexpected)}): {_abbrev(self.unexpected)}")
+        lines += [f"  shape mismatch, not loaded: {n} file {tuple(a)} vs model {tuple(b)}" for n, a, b in self.mismatched]
+        return "\n".join(lines)
+
+
+def _abbrev(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and safetensors metadata of a weights file; unwraps the usual containers.
+
+    Accepts a bare state dict or one nested under ``model_state`` (PySlowFast), ``state_dict``,
+    ``model`` or ``module``, and strips a ``module.`` prefix (DDP).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist; pass the path of a .safetensors/.pth/.bin checkpoint")
+    metadata: dict[str, str] = {}
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt file, pickle with arbitrary objects, ...
+        raise UserError(f"cannot read weights from {path}: {err}. It must be a safetensors file or a plain tensor state dict") from err
+    is_reference = isinstance(obj, dict) and "model_state" in obj
+    for key in ("model_state", "state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise UserError(f"{path} does not hold a state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    if is_reference:
+        metadata.setdefault("layout", "x-vit-reference")
+    return state, metadata
+
+
+def detect_kind(state: dict[str, Tensor], metadata: dict[str, str]) -> str:
+    if "xvit" in metadata:
+        return "xvit"
+    if metadata.get("layout") == "x-vit-reference" or any(k.startswith(("base_model.", "consensus.")) for k in state):
+        return "x-vit-reference"
+    if "patch_embed.proj.weight" in state:
+        return "timm-vit"
+    raise UserError(
+        "unrecognised checkpoint: expected a timm ViT state dict (patch_embed.proj.weight, blocks.N...), "
+        "an X-ViT reference checkpoint (model_state with base_model.*), or an xvit checkpoint"
+    )
+
+
+def from_reference(state: dict[str, Tensor], num_frames: int) -> dict[str, Tensor]:
+    """Rename a reference-code state dict to xvit's names; tile its temporal embedding."""
+    out: dict[str, Tensor] = {}
+    for k, v in state.items():
+        if k.startswith("base_model."):
+            out[k.removeprefix("base_model.")] = v
+        elif k.startswith("consensus."):
+            out["head." + k.removeprefix("consensus.")] = v
+        else:
+            out[k] = v  # e.g. the unused new_fc.*: reported as unexpected
+    temp = out.get("temp_embed")
+    if temp is not None and temp.shape[1] != num_frames:
+        reps = -(-num_frames // temp.shape[1])
+        out["temp_embed"] = temp.repeat(1, reps, 1, 1)[:, :num_frames]  # frame t uses embedding t mod 8
+    return out
+
+
+def adapt_tensor(name: str, value: Tensor, target: Tensor, model: nn.Module, report: LoadReport) -> Tensor | None:
+    """Resample position/temporal embeddings to the model's shape; None if it cannot fit."""
+    if value.shape == target.shape:
+        return value
+    if name == "pos_embed" and value.ndim == 3 and value.shape[-1] == target.shape[-1]:
+        grid = model.img_size // model.patch_size
+        report.adapted.append(f"pos_embed {tuple(value.shape)} -> {tuple(target.shape)} (bicubic)")
+        return resample_abs_pos_embed(value, (grid, grid), num_prefix_tokens=1)
+    if name in ("temp_embed", "time_embed") and value.shape[-1] == target.shape[-1]:
+        report.adapted.append(f"{name} {value.shape[1]} -> {target.shape[1]} frames (linear)")
+        return resize_temporal_embed(value.reshape(1, value.shape[1], 1, -1), target.shape[1]).reshape(target.shape)
+    return None
+
+
+def load_state_dict_reported(model: nn.Module, state: dict[str, Tensor], report: LoadReport, skip_prefixes: tuple[str, ...] = ()) -> LoadReport:
+    """Copy every tensor whose name the model has (adapting embeddings), report the rest."""
+    own = model.state_dict()
+    new: dict[str, Tensor] = {}
+    for name, value in state.items():
+        if name not in own or name.startswith(skip_prefixes):
+            report.unexpected.append(name)
+            continue
+        fitted = adapt_tensor(name, value, own[name], model, report)
+        if fitted is None:
+            report.mismatched.append((name, tuple(value.shape), tuple(own[name].shape)))
+            continue
+        new[name] = fitted.to(own[name].dtype)
+    report.loaded = sorted(new)
+    report.missing = [n for n in own if n not in new and not any(m[0] == n for m in report.mismatched)]
+    model.load_state_dict(new, strict=False)
+    return report
+
+
+def load_pretrained(model: nn.Module, path: str | Path, strict: bool | None = None) -> LoadReport:
+    """Initialise ``model`` from ``path`` (see the module docstring); returns and logs the report.
+
+    ``strict`` (default: True for xvit checkpoints, False otherwise) raises ``UserError`` if any
+    tensor is missing, unexpected or mismatched.
+    """
+    state, metadata = read_state_dict(path)
+    kind = detect_kind(state, metadata)
+    report = LoadReport(source=str(path), kind=kind)
+    if kind == "x-vit-reference":
+        state = from_reference(state, getattr(model, "num_frames", 8))
+    # An image ViT's classifier (head.weight/bias, 1000 or 21843 classes) never fits a video head.
+    skip = ("head.",) if kind == "timm-vit" else ()
+    load_state_dict_reported(model, state, report, skip_prefixes=skip)
+    strict = (kind == "xvit") if strict is None else strict
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        raise UserError(f"strict load of {path} failed:\n{report.summary()}")
+    level = logging.WARNING if report.mismatched or (kind != "timm-vit" and (report.missing or report.unexpected)) else logging.INFO
+    log.log(level, "%s", report.summary())
+    return report
