@@ -23,6 +23,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", nargs="?", const="*_patch*_224", metavar="PATTERN", help="markdown table of models matching PATTERN (default: the 224 px ones)")
 
 
+FAMILY_ORDER = ("xvit", "vit", "tsm_vit", "timesformer", "joint")
+
+
+def zoo_order(name: str) -> tuple:
+    """Sort key: family (X-ViT first), then size as in the registry's variant list."""
+    from xvit.models.base import VARIANTS
+
+    family = next((f for f in FAMILY_ORDER if name.startswith(f + "_")), "")
+    rest = name[len(family) + 1 :]
+    variants = [f"{s}_patch{p}_{i}" for s, p, i in VARIANTS]
+    return (FAMILY_ORDER.index(family) if family else 99, variants.index(rest) if rest in variants else 99, name)
+
+
 def cost_table(names: list[str], frames: list[int], img_size: int | None, classes: int) -> str:
     """Markdown table: name, parameters, GMACs per view at each frame count."""
     head = "| model | params (M) | " + " | ".join(f"GFLOPs/view @{t}f" for t in frames) + " |"
@@ -36,7 +49,7 @@ def cost_table(names: list[str], frames: list[int], img_size: int | None, classe
 
 def run(args: argparse.Namespace) -> int:
     if args.table:
-        names = list_models(args.table)
+        names = sorted(list_models(args.table), key=zoo_order)
         print(cost_table(names, args.frames, args.img_size, args.classes))
         print("\nGFLOPs are multiply-adds (the paper's convention), counted with torch.utils.flop_counter.")
         return 0
