@@ -1,0 +1,264 @@
+"""Video datasets: sampled, decoded and transformed clips for training and multi-view testing.
+
+Training items are ``(clip (C, T, H, W) float, label)``: one clip per video, its frames drawn by
+dense or segment sampling (SPEC §6) with a random offset. Test items are
+``(views (V, C, T, H, W) float | None, label, index)`` with ``V = num_clips * num_crops`` and
+view ``v = temporal * num_crops + spatial`` (PySlowFast): the union of all temporal clips' frames
+is decoded in one call and every view is cut from that decode.
+
+Bad data never stops a run: a video that cannot be read (missing, empty, truncated, audio-only,
+undecodable) is logged once per path and process on the ``xvit.data`` logger; training draws
+another random video (at most ``max_retries`` times in a row, then a ``UserError``), testing
+returns ``views=None`` and ``collate_views`` lists the index under ``missing``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from xvit.data.annotations import ClassNames, VideoSample, check_labels, detect_format, load_annotations
+from xvit.data.decode import VideoDecodeError, open_video
+from xvit.data.sampling import SAMPLINGS, clip_indices, multi_clip_indices
+from xvit.errors import UserError
+
+__all__ = ["VideoDataset", "build_dataset", "collate_views", "SPLITS"]
+
+logger = logging.getLogger("xvit.data")
+SPLITS = ("train", "val", "test")
+_reported: set[str] = set()  # paths already logged as unreadable in this process
+
+
+def _report_bad(err: VideoDecodeError) -> None:
+    if err.path not in _reported:
+        _reported.add(err.path)
+        logger.warning("skipping unreadable video %s: %s", err.path, err.reason)
+
+
+def to_float_clip(frames: torch.Tensor, label: int) -> tuple[torch.Tensor, int]:
+    """Default train transform: uint8 (T, H, W, C) -> float (C, T, H, W) in [0, 1]."""
+    return frames.permute(3, 0, 1, 2).float().div_(255), label  # (T, H, W, C) -> (C, T, H, W)
+
+
+def to_float_views(frames: torch.Tensor) -> torch.Tensor:
+    """Default test transform: uint8 (T, H, W, C) -> float (1, C, T, H, W) in [0, 1]."""
+    return to_float_clip(frames, 0)[0][None]  # (1, C, T, H, W)
+
+
+class VideoDataset(Dataset):
+    """Clips of ``samples`` (see the module docstring for the item layouts).
+
+    ``transform``: train ``(uint8 (T, H, W, C), label) -> (float (C, T, H, W), label)``; test
+    ``uint8 (T, H, W, C) -> float (num_crops, C, T, H, W)``; default: scale to [0, 1], one crop.
+    ``frame_stride`` is used by dense sampling only. Temporal sampling draws from a numpy
+    generator seeded by ``(seed, epoch, torch's worker seed)``; call ``set_epoch`` every epoch.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[VideoSample],
+        class_names: Sequence[str],
+        *,
+        num_frames: int,
+        sampling: str = "dense",
+        frame_stride: int = 4,
+        mode: str = "train",
+        transform: Callable[..., Any] | None = None,
+        num_clips: int = 1,
+        num_crops: int = 1,
+        seed: int = 0,
+        max_retries: int = 20,
+    ) -> None:
+        if sampling not in SAMPLINGS:
+            raise UserError(f"sampling {sampling!r} is unknown; use one of {', '.join(SAMPLINGS)}")
+        if mode not in ("train", "test"):
+            raise UserError(f"mode {mode!r} is unknown; use 'train' or 'test'")
+        for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride),
+                            ("num_clips", num_clips), ("num_crops", num_crops)):
+            if int(value) != value or value < 1:
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        self.samples, self.class_names = list(samples), list(class_names)
+        self.num_frames, self.sampling, self.frame_stride = int(num_frames), sampling, int(frame_stride)
+        self.mode, self.num_clips, self.num_crops = mode, int(num_clips), int(num_crops)
+        self.transform = transform or (to_float_clip if mode == "train" else to_float_views)
+        self.seed, self.epoch, self.max_retries = int(seed), 0, int(max_retries)
+        self.num_skipped = 0  # unreadable videos met by this process (per worker copy)
+        self._bad: set[int] = set()  # indices known unreadable in this process: never retried
+        self._rng: np.random.Generator | None = None
+        self._rng_key: tuple | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_views(self) -> int:
+        return self.num_clips * self.num_crops
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the temporal sampling for ``epoch`` (call before each epoch's loader is iterated)."""
+        self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_rng"] = state["_rng_key"] = None  # each process makes its own generator
+        return state
+
+    def _generator(self) -> np.random.Generator:
+        info = get_worker_info()
+        worker_seed = info.seed if info is not None else torch.initial_seed()
+        key = (os.getpid(), self.epoch, worker_seed)
+        if self._rng is None or self._rng_key != key:
+            self._rng = np.random.default_rng([self.seed, self.epoch, worker_seed % (1 << 63)])
+            self._rng_key = key
+        return self._rng
+
+    def __getitem__(self, index: int):
+        if self.mode == "train":
+            return self._train_item(index)
+        return self._test_item(index)
+
+    def _train_item(self, index: int) -> tuple[torch.Tensor, int]:
+        rng = self._generator()
+        last_error, skipped_before = None, self.num_skipped
+        if index in self._bad:
+            index = self._replacement(rng)
+        for _ in range(self.max_retries + 1):
+            if index is None:
+                break
+            sample = self.samples[index]
+            try:
+                with open_video(sample.path) as video:
+                    wanted = clip_indices(self.sampling, video.num_frames, self.num_frames,
+                                          stride=self.frame_stride, mode="train", rng=rng)
+                    frames = video.get(wanted)  # (T, H, W, 3) uint8
+            except VideoDecodeError as err:
+                _report_bad(err)
+                self.num_skipped += 1
+                self._bad.add(index)
+                last_error, index = err, self._replacement(rng)
+                continue
+            return self.transform(frames, sample.label)
+        raise UserError(f"{self.num_skipped - skipped_before} videos in a row could not be read (last: {last_error}); "
+                        f"most of the dataset seems unreadable: run `xvit check-data` on it")
+
+    def _replacement(self, rng: np.random.Generator) -> int | None:
+        """A random index not yet known to be unreadable; None when every video is."""
+        if len(self._bad) >= len(self.samples):
+            return None
+        while True:
+            i = int(rng.integers(len(self.samples)))
+            if i not in self._bad:
+                return i
+
+    def _test_item(self, index: int) -> tuple[torch.Tensor | None, int, int]:
+        sample = self.samples[index]
+        try:
+            with open_video(sample.path) as video:
+                clips = multi_clip_indices(self.sampling, video.num_frames, self.num_frames,
+                                           stride=self.frame_stride, num_clips=self.num_clips)
+                wanted = sorted({i for clip in clips for i in clip})
+                frames = video.get(wanted)  # (F, H, W, 3): every wanted frame once
+        except VideoDecodeError as err:
+            _report_bad(err)
+            self.num_skipped += 1
+            return None, sample.label, index
+        row = {f: j for j, f in enumerate(wanted)}
+        views = []
+        for clip in clips:
+            crops = self.transform(frames[[row[i] for i in clip]])  # (num_crops, C, T, H, W)
+            if crops.ndim != 5 or crops.shape[0] != self.num_crops:
+                raise ValueError(f"the test transform returned shape {tuple(crops.shape)}; expected "
+                                 f"(num_crops={self.num_crops}, C, T, H, W)")
+            views.append(crops)
+        return torch.cat(views), sample.label, index  # (V, C, T, H, W), v = clip * num_crops + crop
+
+
+def collate_views(batch: Sequence[tuple[torch.Tensor | None, int, int]]) -> dict[str, Any]:
+    """Test items -> ``views (B, V, C, T, H, W)`` (None if no item was readable), ``labels (B,)``,
+    ``indices (B,)`` of the readable items, and ``missing``: dataset indices of unreadable ones."""
+    kept = [item for item in batch if item[0] is not None]
+    return {
+        "views": torch.stack([v for v, _, _ in kept]) if kept else None,
+        "labels": torch.tensor([label for _, label, _ in kept], dtype=torch.long),
+        "indices": torch.tensor([i for _, _, i in kept], dtype=torch.long),
+        "missing": [int(i) for v, _, i in batch if v is None],
+    }
+
+
+def _check_paths(format: str, root: str | None, annotations: str | None) -> None:
+    if root is not None and not os.path.isdir(root):
+        raise UserError(f"dataset root {root} does not exist; pass data.root / --data-root pointing at "
+                        f"the folder that holds the videos")
+    if format != "folder" and annotations is None:
+        raise UserError(f"format {format!r} needs an annotation file: pass data.annotations / --annotations")
+    if annotations is not None and format != "folder" and not os.path.isfile(annotations):
+        raise UserError(f"annotation file {annotations} does not exist; pass the {format} annotation file "
+                        f"of the split (data.annotations / --annotations)")
+
+
+def build_dataset(
+    split: str,
+    *,
+    format: str | None = None,
+    root: str | None = None,
+    annotations: str | None = None,
+    class_names: ClassNames = None,
+    num_frames: int = 8,
+    sampling: str = "segment",
+    frame_stride: int = 4,
+    crop_size: int = 224,
+    short_side_range: tuple[int, int] | None = (256, 320),
+    scale: tuple[float, float] | None = None,
+    test_short_side: int | None = None,
+    auto_augment: str | None = None,
+    random_erasing: float = 0.0,
+    hflip: bool = True,
+    flip_label_map: dict[int, int] | None = None,
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
+    num_clips: int = 1,
+    num_crops: int = 1,
+    seed: int = 0,
+) -> VideoDataset:
+    """A ``VideoDataset`` for ``split`` with the transforms of ``xvit.data.transforms``.
+
+    ``train`` uses the training transform and random sampling; ``val``/``test`` the multi-view
+    test transform (``num_clips`` x ``num_crops``, short side ``test_short_side``, default
+    ``crop_size``). ``format``: list | kinetics | ssv2 | folder (None: from the file name);
+    ``class_names``: names or a file of them (default: from the annotations). Labels must be in
+    ``[0, num_classes)``; ``test`` also accepts -1 (unlabelled).
+    """
+    from xvit.data import transforms
+
+    if split not in SPLITS:
+        raise UserError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    if root is None and annotations is None:
+        raise UserError("no dataset given: pass data.root / --data-root and data.annotations / --annotations")
+    source = annotations if annotations is not None else root
+    format = format or detect_format(source)
+    _check_paths(format, root, annotations)
+    samples, names = load_annotations(format, source, root, class_names)
+    if not samples:
+        raise UserError(f"no videos listed in {annotations or root}; check the annotation file and root")
+    check_labels(samples, len(names), allow_unlabelled=split == "test")
+    if split == "train":
+        transform = transforms.build_train_transform(
+            crop_size=crop_size, short_side_range=short_side_range, scale=scale, auto_augment=auto_augment,
+            random_erasing=random_erasing, hflip=hflip, flip_label_map=flip_label_map, mean=mean, std=std)
+    else:
+        transform = transforms.build_test_transform(
+            crop_size=crop_size, short_side=test_short_side or crop_size, num_crops=num_crops, mean=mean, std=std)
+    return VideoDataset(samples, names, num_frames=num_frames, sampling=sampling, frame_stride=frame_stride,
+                        mode="train" if split == "train" else "test", transform=transform,
+                        num_clips=num_clips if split != "train" else 1,
+                        num_crops=num_crops if split != "train" else 1, seed=seed)
