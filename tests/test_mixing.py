@@ -203,3 +203,10 @@ def test_timesformer_at_init_equals_frame_vit_on_identical_frames(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ts(same), vit(same), atol=1e-5, rtol=1e-5)
         assert (ts(general) - vit(general)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("t_w", [1, 2])
+def test_shift_gradient_is_the_opposite_shift(t_w):
+    x = torch.randn(2, 5, 3, 8, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: temporal_shift(t, mix_offsets(t_w), 2), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: temporal_shift(t, mix_offsets(t_w), 2), (x,))

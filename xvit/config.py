@@ -1,0 +1,369 @@
+"""Training configuration: dataclasses with one comment per field, YAML files and ``key=value`` overrides.
+
+A config is a YAML mapping with the sections ``model``, ``data``, ``optim``, ``train``, ``eval`` and a
+few top-level keys (``run_dir``, ``seed``, ``compare``). ``base: NAME_OR_PATH`` inherits another
+config. Command-line overrides use dotted keys with YAML-parsed values (``optim.lr=0.01``,
+``data.short_side_range=[256,320]``, ``model.options.head=avg``). Unknown keys and values of the
+wrong type raise ``UserError`` naming the key and its nearest valid spelling.
+
+Shipped configs live in ``xvit/configs/*.yaml`` (recipes of SPEC §6, the synthetic main job).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.resources
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from xvit.errors import UserError
+
+DEFAULT_CONFIG = "synthetic"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "xvit_micro_patch8_64"  # a registered model name (`xvit models` lists them)
+    num_classes: int | None = None  # None: the number of classes of the training data
+    pretrained: str | None = None  # path to a timm ViT (.pth/.bin/.safetensors) or xvit checkpoint; the user downloads it
+    drop_rate: float = 0.0  # dropout before the classifier
+    drop_path_rate: float = 0.0  # stochastic depth rate (linearly increasing over blocks)
+    options: dict[str, Any] = field(default_factory=dict)  # other create_model options: head, shift_div, t_w, mix, ...
+
+
+@dataclass
+class DataConfig:
+    format: str = "synthetic"  # synthetic | list | kinetics | ssv2 | folder
+    root: str | None = None  # dataset root (video paths in the annotations are relative to it)
+    train_annotations: str | None = None  # training annotation file (format folder: the split's folder)
+    val_annotations: str | None = None  # validation annotation file (format folder: the split's folder)
+    class_names: str | list[str] | None = None  # class-name file or list; None: from the annotations
+    cache_dir: str = "~/.cache/xvit/synthetic"  # where format=synthetic writes (once) its videos
+    synthetic: dict[str, Any] = field(default_factory=dict)  # ensure_synthetic(...) parameters
+    num_frames: int = 8  # frames per clip (the model's T)
+    sampling: str = "segment"  # segment (TSN, SSv2) | dense (fixed stride, Kinetics)
+    frame_stride: int = 4  # dense sampling: stride between frames
+    crop_size: int = 224  # training/test crop (the model's img_size)
+    short_side_range: list[int] = field(default_factory=lambda: [256, 320])  # train: random short side
+    scale: list[float] | None = None  # train: multi-scale crop area range, e.g. [0.25, 1.0]; None: short-side crop
+    test_short_side: int | None = None  # test: resize short side to this (None: crop_size)
+    auto_augment: str | None = None  # AutoAugment policy applied identically to every frame (None: off)
+    random_erasing: float = 0.0  # train: probability of random erasing (same box on every frame)
+    hflip: bool = True  # train: random horizontal flip (off for datasets with left/right classes)
+    flip_label_map: dict[int, int] | None = None  # train: labels swapped when flipping (left <-> right)
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel mean (in21k ViT: 0.5)
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel std
+    num_workers: int = 4  # data-loader worker processes per training process
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd (momentum, nesterov) | adamw
+    lr: float = 0.03  # peak learning rate at a global batch of lr_base_batch
+    lr_base_batch: int | None = 64  # lr is scaled linearly to the global batch (lr * batch / this); None: no scaling
+    momentum: float = 0.9  # sgd momentum
+    nesterov: bool = True  # sgd nesterov
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw betas
+    weight_decay: float = 1e-4  # decoupled for adamw; not applied to norms, biases, tokens, embeddings
+    warmup_epochs: float = 5.0  # linear warm-up (per step) from ~0 to the peak lr
+    min_lr: float = 0.0  # cosine floor
+    clip_grad: float | None = None  # max global gradient norm (None: no clipping)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30  # training epochs
+    batch_size: int = 8  # clips per process per step (global batch = batch_size * processes * accum_steps)
+    accum_steps: int = 1  # gradient accumulation steps per optimizer step
+    label_smoothing: float = 0.0  # label smoothing of the (mixed) targets
+    mixup_alpha: float = 0.0  # mixup Beta(alpha, alpha); 0: off
+    cutmix_alpha: float = 0.0  # cutmix Beta(alpha, alpha), same box on every frame; 0: off
+    mix_prob: float = 1.0  # probability of mixing a batch when mixup or cutmix is on
+    mix_switch_prob: float = 0.5  # probability of cutmix instead of mixup when both are on
+    amp: str = "auto"  # auto (bf16 on CPU/CUDA where supported) | bf16 | fp16 (CUDA, with GradScaler) | none
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    deterministic: bool = False  # torch.use_deterministic_algorithms + fixed sampler order + seeded workers
+    resume: str = "auto"  # auto (continue from run_dir's checkpoint) | never | path to a checkpoint or run dir
+    ckpt_every_steps: int = 0  # also checkpoint every N optimizer steps (0: only every epoch)
+    keep_epoch_ckpts: bool = False  # keep checkpoints/epoch_NNN.safetensors for every epoch
+    log_every_steps: int = 20  # metrics.jsonl / TensorBoard step logging interval
+    progress: bool = True  # tqdm progress bar (rank 0)
+    tensorboard: bool = True  # write TensorBoard scalars into run_dir/tb
+    stop_after_steps: int | None = None  # debug: stop abruptly after N optimizer steps, as if killed
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True  # evaluate on the val split at the end of training
+    every: int = 0  # also evaluate every N epochs (0: only at the end)
+    views: str = "1x3"  # temporal clips x spatial crops, e.g. 1x3 (K400), 2x3 (SSv2)
+    batch_size: int = 4  # videos per process per evaluation batch
+    num_workers: int | None = None  # None: data.num_workers
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/synthetic"  # output directory (config.yaml, checkpoints/, tb/, metrics.jsonl)
+    seed: int = 0  # global seed (per process: seed + rank)
+    compare: list[str] = field(default_factory=list)  # models trained afterwards the same way, each in run_dir/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped inside the package (``--config NAME``)."""
+    root = importlib.resources.files("xvit") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _resolve_config_path(spec: str, relative_to: Path | None = None) -> Path:
+    """A config path or a shipped config name -> an existing file."""
+    candidates = [Path(spec).expanduser()]
+    if relative_to is not None and not Path(spec).is_absolute():
+        candidates.insert(0, relative_to / spec)
+    for path in candidates:
+        if path.is_file():
+            return path
+    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
+    shipped = importlib.resources.files("xvit") / "configs" / f"{name}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    names = shipped_configs()
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UserError(f"config '{spec}' is neither a file nor a shipped config; {hint}shipped: {', '.join(names)}")
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following ``base:`` (deep-merged, the including file wins)."""
+    if path.resolve() in chain:
+        raise UserError(f"config {path}: 'base' chain loops back on itself ({' -> '.join(map(str, chain))})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"config {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a YAML mapping of sections (model:, data:, ...), got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = _read_yaml(_resolve_config_path(str(base), path.parent), chain + (path.resolve(),))
+    return _deep_merge(parent, data)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _FREE_DICTS:
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# dict-valued fields whose keys are free (not checked against a dataclass); merged as a whole
+_FREE_DICTS = {"options", "synthetic", "flip_label_map"}
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.1", "data.hflip=false"]`` -> nested dict with YAML-parsed values."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not of the form key.sub=value (e.g. optim.lr=0.01)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise UserError(f"override '{item}': value is not valid YAML ({err})") from None
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override '{item}' conflicts with an earlier override of '{part}'")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(spec: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a ``Config`` from a shipped name or YAML path (default: synthetic) and dotted overrides."""
+    path = _resolve_config_path(spec or DEFAULT_CONFIG)
+    data = _read_yaml(path)
+    data = _merge_overrides(data, parse_overrides(overrides or []))
+    cfg = _build(Config, data, prefix="")
+    validate_config(cfg)
+    return cfg
+
+
+def _merge_overrides(data: dict, over: dict) -> dict:
+    # An override of a free dict's key (model.options.head=avg) merges into that dict.
+    out = dict(data)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_overrides(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """A ``Config`` from a plain nested dict (e.g. a resolved config.yaml), validated."""
+    cfg = _build(Config, data, prefix="")
+    validate_config(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (loadable again with ``--config path``)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
+
+
+# ----------------------------------------------------------------------------------------------
+# typed construction
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"config section '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(prefix + n for n in names)}"
+            raise UserError(f"unknown config key '{prefix}{key}'{hint}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value if value is not None else {}, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint (int -> float allowed); raise UserError naming ``key``."""
+    ok, out = _match(value, hint)
+    if not ok:
+        raise UserError(f"config key '{key}' expects {_type_name(hint)}, got {value!r}")
+    return out
+
+
+def _match(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True, value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, out = _match(value, arg)
+            if ok:
+                return True, out
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            return False, value
+        (arg,) = typing.get_args(hint)
+        outs = [_match(v, arg) for v in value]
+        return all(ok for ok, _ in outs), [o for _, o in outs]
+    if origin is dict:
+        return isinstance(value, dict), value
+    return isinstance(value, hint), value
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", None) if typing.get_origin(hint) is None else str(hint).replace("typing.", "")
+
+
+# ----------------------------------------------------------------------------------------------
+# value checks (names of choices; model names and data paths are checked when the run is prepared)
+
+
+_CHOICES = {
+    "data.format": ("synthetic", "list", "kinetics", "ssv2", "folder"),
+    "data.sampling": ("segment", "dense"),
+    "optim.name": ("sgd", "adamw"),
+    "train.amp": ("auto", "bf16", "fp16", "none"),
+    "train.device": ("auto", "cpu", "cuda"),
+}
+
+
+def validate_config(cfg: Config) -> None:
+    """Check choices and ranges; raise UserError naming the key, the value and what is allowed."""
+    for key, choices in _CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UserError(f"{key}={value!r} is not valid; {hint}choose one of {', '.join(choices)}")
+    positive = {
+        "train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
+        "train.accum_steps": cfg.train.accum_steps, "data.num_frames": cfg.data.num_frames,
+        "data.crop_size": cfg.data.crop_size, "eval.batch_size": cfg.eval.batch_size,
+        "optim.lr": cfg.optim.lr, "train.log_every_steps": cfg.train.log_every_steps,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{key}={value} must be positive")
+    for key, value in {"train.ckpt_every_steps": cfg.train.ckpt_every_steps, "eval.every": cfg.eval.every,
+                       "optim.warmup_epochs": cfg.optim.warmup_epochs, "data.num_workers": cfg.data.num_workers}.items():
+        if value < 0:
+            raise UserError(f"{key}={value} must be >= 0")
+    for key, value in {"train.label_smoothing": cfg.train.label_smoothing, "train.mix_prob": cfg.train.mix_prob,
+                       "data.random_erasing": cfg.data.random_erasing}.items():
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{key}={value} must be in [0, 1]")
+    if len(cfg.data.mean) != 3 or len(cfg.data.std) != 3:
+        raise UserError(f"data.mean and data.std need 3 values (RGB), got {cfg.data.mean} and {cfg.data.std}")
+    if len(cfg.data.short_side_range) != 2:
+        raise UserError(f"data.short_side_range needs [min, max], got {cfg.data.short_side_range}")
+    _parse_views(cfg.eval.views)
+
+
+def _parse_views(views: str) -> tuple[int, int]:
+    """'2x3' -> (2, 3) with a config-level error message."""
+    parts = str(views).lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"eval.views={views!r} is not valid; use CLIPSxCROPS, e.g. 1x3 or 2x3")
+    return int(parts[0]), int(parts[1])
