@@ -1,0 +1,107 @@
+"""``xvit bench`` end to end at a tiny size on CPU: the table, every JSON field, the plot, the
+peers (with and without HF transformers) and the errors a user can meet. No timing assertions."""
+
+import json
+import sys
+
+import pytest
+import torch
+
+from xvit.bench import ALIASES, DEFAULT_MODELS
+from xvit.cli import main
+from xvit.layers import temporal_shift
+
+TINY = ["--size", "nano", "--patch", "8", "--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0"]
+PHASE_FIELDS = {
+    "kind", "batch", "iters", "wall_s", "cpu_s", "mem_bytes", "error", "median_s", "min_s", "max_s",
+    "spread", "cpu_median_s", "videos_per_s", "latency_ms", "peak_mem_mb",
+}  # fmt: skip
+ROW_FIELDS = {"label", "family", "name", "options", "frames", "img_size", "params", "gmacs", "attn", "layout", "phases"}
+
+
+def test_bench_end_to_end(tmp_path, capsys):
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "plots" / "bench.png"
+    rc = main(["bench", *TINY, "--frames", "2", "3", "--batch-sizes", "1", "2", "--json", str(out_json), "--plot", str(out_png)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for setting in ("device: cpu", "dtype: fp32", "threads: 1", "compile: off", "sdpa: on", "frames: 2 3", "resolution: 32 px", "torch "):
+        assert setting in text
+    assert "| model | T | params (M) | GFLOPs | infer b1 videos/s" in text and "train b2 clips/s" in text
+    assert "| xvit / vit | 2 |" in text and "| xvit-avg / vit | 3 |" in text
+
+    doc = json.loads(out_json.read_text())
+    assert doc["settings"]["frames"] == [2, 3] and doc["settings"]["batch_sizes"] == [1, 2] and doc["settings"]["train_batch_size"] == 2
+    assert {"torch", "cpu", "memory_method", "date_utc"} <= set(doc["environment"])
+    rows = {(r["label"], r["frames"]): r for r in doc["results"]}
+    assert set(rows) == {(m, t) for m in DEFAULT_MODELS for t in (2, 3)}
+    for (label, frames), row in rows.items():
+        assert ROW_FIELDS <= set(row), label
+        assert row["params"] > 0 and row["gmacs"] > 0 and row["options"] == ALIASES[label][1]
+        assert set(row["phases"]) == {"infer_b1", "infer_b2", "train_b2"}
+        for ph in row["phases"].values():
+            assert PHASE_FIELDS <= set(ph) and ph["error"] is None, (label, frames, ph)
+            assert len(ph["wall_s"]) == len(ph["cpu_s"]) == 1
+            assert ph["median_s"] > 0 and ph["videos_per_s"] > 0 and ph["latency_ms"] > 0 and ph["peak_mem_mb"] is not None
+    # the mixing costs no FLOPs: X-ViT with the frame ViT's head counts exactly the frame ViT's
+    assert rows[("xvit-avg", 2)]["gmacs"] == pytest.approx(rows[("vit", 2)]["gmacs"])
+    pairs = {(r["a"], r["b"], r["frames"]) for r in doc["ratios"]}
+    assert {("xvit", "vit", 2), ("xvit-avg", "vit", 3), ("timesformer", "xvit", 2), ("joint", "xvit", 3)} <= pairs
+    for r in doc["ratios"]:
+        assert set(r["phases"]) == {"infer_b1", "infer_b2", "train_b2"}
+        assert all(p["wall"] > 0 and p["cpu_paired_min"] <= p["cpu_paired_max"] for p in r["phases"].values())
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peers_missing_is_a_clear_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
+    out_json = tmp_path / "b.json"
+    rc = main(["bench", *TINY, "--models", "vit", "--peers", "--frames", "2", "--batch-sizes", "1", "--no-train", "--json", str(out_json)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "need transformers" in err and "pip install 'xvit[bench]'" in err and "running without them" in err
+    doc = json.loads(out_json.read_text())
+    assert [r["label"] for r in doc["results"]] == ["vit"] and doc["environment"]["transformers"] is None
+    # only peers asked for, and none can run: an error, not an empty table
+    assert main(["bench", *TINY, "--models", "hf-vivit", "--frames", "2", "--no-train"]) == 2
+    assert "no model left" in capsys.readouterr().err
+
+
+def test_peers_match_our_models(tmp_path):
+    """HF TimeSformer and ViViT (tubelet 1) at our size: same FLOPs as ours, measured beside them."""
+    pytest.importorskip("transformers")
+    out_json = tmp_path / "b.json"
+    models = ["timesformer", "joint", "hf-timesformer", "hf-vivit"]
+    rc = main(["bench", *TINY, "--models", *models, "--frames", "2", "--batch-sizes", "1", "--train-batch-size", "1", "--json", str(out_json)])
+    assert rc == 0
+    rows = {r["label"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert all(ph["error"] is None and ph["median_s"] > 0 for r in rows.values() for ph in r["phases"].values())
+    assert rows["hf-timesformer"]["gmacs"] == pytest.approx(rows["timesformer"]["gmacs"])
+    assert rows["hf-timesformer"]["params"] == rows["timesformer"]["params"]
+    assert rows["hf-vivit"]["gmacs"] == pytest.approx(rows["joint"]["gmacs"])
+    assert rows["hf-timesformer"]["attn"] == "eager" and rows["hf-vivit"]["attn"] == "sdpa"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "xvit", "resnet50"], "unknown model 'resnet50'"),
+        (["--size", "huge"], "unknown --size 'huge'"),
+        (["--size", "nano", "--patch", "16"], "no xvit model of size 'nano' with patch 16"),
+        (["--no-train", "--no-infer"], "leave nothing to measure"),
+        (["--frames", "0"], "--frames must be >= 1"),
+        (["--train-batch-size", "0"], "--train-batch-size must be >= 1"),
+        pytest.param(["--device", "cuda"], "torch sees no CUDA device", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+    ],
+)
+def test_bad_options_are_clear_errors(argv, message, capsys):
+    assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape, offsets, fold", [((2, 5, 3, 8), (1, -1), 2), ((1, 6, 2, 2, 12), (1, -1, 2, -2), 3), ((1, 2, 4), (1, -1), 2)])
+def test_temporal_shift_gradient_is_the_opposite_shift(shape, offsets, fold):
+    """The mixing step's own backward (one reverse shift) equals autograd's numerical gradient."""
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: temporal_shift(t, offsets, fold), (x,))
+    y = temporal_shift(x, offsets, fold)
+    assert y[:, -1, ..., :fold].abs().sum() == 0 and torch.equal(y[:, 0, ..., :fold], x[:, 1, ..., :fold])
