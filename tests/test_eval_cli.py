@@ -18,15 +18,6 @@ CLASSES = ["left", "right", "still"]
 NUM_FRAMES, SIZE = 4, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_data(root: Path, labels: list[int], bad: int | None = None) -> Path:
     """``root/videos/v{i}.mp4`` (tiny index videos) + ``root/val.txt``; video ``bad`` is not a video."""
     (root / "videos").mkdir(parents=True, exist_ok=True)

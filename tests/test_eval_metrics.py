@@ -24,15 +24,6 @@ from xvit.metrics import (
 LOG2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_aggregate_views_averages_softmax_not_logits():
     # video 0: view 0 uniform (1/3 each), view 1 logits (log 2, 0, 0) -> (1/2, 1/4, 1/4)
     logits = torch.tensor([[[0.0, 0.0, 0.0], [LOG2, 0.0, 0.0]],

@@ -22,15 +22,6 @@ from xvit.predict import predict_video, video_views
 CLASSES = ["left", "right", "still", "zoom", "spin", "flash"]  # 6 classes: top-5 is a real top-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
