@@ -88,7 +88,7 @@ class TrainConfig:
     mix_switch_prob: float = 0.5  # probability of cutmix instead of mixup when both are on
     amp: str = "auto"  # auto (bf16 on CPU/CUDA where supported) | bf16 | fp16 (CUDA, with GradScaler) | none
     device: str = "auto"  # auto | cpu | cuda
-    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    threads: int | None = None  # torch intra-op threads on CPU (None: cores per process - data.num_workers)
     deterministic: bool = False  # torch.use_deterministic_algorithms + fixed sampler order + seeded workers
     resume: str = "auto"  # auto (continue from run_dir's checkpoint) | never | path to a checkpoint or run dir
     ckpt_every_steps: int = 0  # also checkpoint every N optimizer steps (0: only every epoch)
