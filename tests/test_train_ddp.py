@@ -1,4 +1,4 @@
-"""2-process DDP (gloo, CPU, launched with torchrun) reaches the weights of 1 process at the same global batch.
+"""2-process DDP (gloo, CPU, launched with torchrun) reaches the weights and val results of 1 process.
 
 1 process x batch 4 and 2 processes x batch 2 see the same 4 clips per step: ``DistributedSampler``
 deals rank r the indices ``perm[r::2]`` of the same seeded permutation, and each clip's augmentation
@@ -9,6 +9,7 @@ equality: atol 1e-5 on every weight after 6 SGD steps (observed differences are 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,15 +27,15 @@ ATOL = 1e-5
 
 def _overrides(root: Path, run_dir: Path, batch_size: int) -> list[str]:
     values = {
-        "run_dir": str(run_dir), "compare": [], "model.name": "xvit_nano_patch8_32",
+        "run_dir": str(run_dir), "compare": [], "model.name": "xvit_nano_patch8_32", "model.options": {},
         # format=synthetic: rank 0 generates the cache, the other rank waits at a barrier
         "data.format": "synthetic", "data.cache_dir": str(root),
-        "data.synthetic": {"videos_per_class": 1, "num_frames": 8, "size": 32, "val_fraction": 0.0},
+        "data.synthetic": {"videos_per_class": 2, "num_frames": 8, "size": 32, "val_fraction": 0.5},
         "data.num_frames": 4, "data.crop_size": 32, "data.short_side_range": [32, 40], "data.hflip": False,
         "data.num_workers": 0, "optim.name": "sgd", "optim.lr": 0.1, "optim.lr_base_batch": None,
         "optim.warmup_epochs": 1, "optim.clip_grad": 1.0, "train.epochs": 2, "train.batch_size": batch_size,
         "train.amp": "none", "train.threads": 1, "train.progress": False, "train.deterministic": True,
-        "train.ckpt_every_steps": 2, "eval.enabled": False, "train.label_smoothing": 0.1,
+        "train.ckpt_every_steps": 2, "train.label_smoothing": 0.1, "eval.views": "2x1", "eval.batch_size": 3,
     }
     return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
             for k, v in values.items()]
@@ -42,7 +43,7 @@ def _overrides(root: Path, run_dir: Path, batch_size: int) -> list[str]:
 
 def test_two_process_gloo_matches_one_process(tmp_path):
     cache = tmp_path / "cache"
-    # 14 videos, global batch 4 -> 3 steps per epoch, 2 epochs
+    # 14 train videos, global batch 4 -> 3 steps per epoch, 2 epochs; 14 val videos
     assert main(["train", *_overrides(cache, tmp_path / "one", batch_size=4)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("WORLD_SIZE", None)
@@ -59,6 +60,11 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     torch.manual_seed(0)  # the initial weights (train seeds the model with `seed` before building it)
     init = xvit.create_model("xvit_nano_patch8_32", num_frames=4, num_classes=14, img_size=32).state_dict()
     assert max((one[k] - init[k]).abs().max().item() for k in one) > 1e-3  # it did train
+    # parallel evaluation: each of the 14 val videos scored once (ShardSampler + gather by index)
+    res_one = json.loads((tmp_path / "one" / "results.json").read_text())
+    res_two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert res_one["num_videos"] == res_two["num_videos"] == 14
+    assert res_two["top1"] == res_one["top1"] and res_two["per_class_acc"] == res_one["per_class_acc"]
     # rank 0 alone wrote the run directory; the state records the world size and global batch
     state = torch.load(tmp_path / "two" / "checkpoints" / "last.state.pt", weights_only=True)
     assert state["world_size"] == 2 and state["global_batch"] == 4 and state["global_step"] == 6
