@@ -195,3 +195,23 @@ def test_incompatible_checkpoints(tiny, trained, tmp_path, capsys):
            "model.name=xvit_nano_patch8_32")
     _fails(capsys, train(tiny, trained, train__resume="never"), "already holds a checkpoint")
     assert {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()} == before
+
+
+def test_gradient_accumulation_matches_larger_batch(tiny, tmp_path):
+    """batch 2 x 2 accumulation steps == batch 4: same clips per optimizer step, same weights (atol 1e-6)."""
+    common = dict(train__epochs=2, eval__enabled=False, optim__name="sgd", optim__lr=0.1, data__short_side_range=[32, 40])
+    assert train(tiny, tmp_path / "big", train__batch_size=4, **common) == 0
+    assert train(tiny, tmp_path / "acc", train__batch_size=2, train__accum_steps=2, **common) == 0
+    big = load_file(str(tmp_path / "big" / "checkpoints" / "last.safetensors"))
+    acc = load_file(str(tmp_path / "acc" / "checkpoints" / "last.safetensors"))
+    assert max((big[k] - acc[k]).abs().max().item() for k in big) <= 1e-6
+    state = torch.load(tmp_path / "acc" / "checkpoints" / "last.state.pt", weights_only=True)
+    assert state["global_step"] == 4 and state["global_batch"] == 4
+
+
+def test_bf16_autocast_on_cpu(tiny, tmp_path, capsys):
+    assert train(tiny, tmp_path / "bf16", train__amp="bf16", eval__enabled=False) == 0
+    lines = [json.loads(ln) for ln in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
+    assert all(ln["loss"] is not None and ln["loss"] > 0 for ln in lines if ln["kind"] == "train_step")
+    _fails(capsys, train(tiny, tmp_path / "fp16", train__amp="fp16"), "train.amp=fp16 needs a CUDA device")
+    assert not (tmp_path / "fp16").exists()

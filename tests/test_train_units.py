@@ -31,6 +31,11 @@ def test_load_default_config_with_overrides():
     assert cfg.optim.lr == 0.5 and cfg.train.epochs == 3 and cfg.optim.lr_base_batch is None
     assert cfg.model.options["shift_div"] == 4
     assert isinstance(cfg.optim.lr, float)  # YAML int accepted for a float field
+    assert load_config(None, ["optim.lr=2e-3"]).optim.lr == 2e-3  # YAML 1.1 reads 2e-3 as a string
+    # a whole value replaces, a longer key changes one entry
+    assert load_config(None, ["model.options={}"]).model.options == {}
+    both = load_config(None, ["model.options={shift_div: 8}", "model.options.head=attn"]).model.options
+    assert both == {"shift_div": 8, "head": "attn"}
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -11,6 +11,7 @@ Shipped configs live in ``xvit/configs/*.yaml`` (recipes of SPEC §6, the synthe
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.resources
@@ -182,47 +183,49 @@ def _deep_merge(base: dict, over: dict) -> dict:
 _FREE_DICTS = {"options", "synthetic", "flip_label_map"}
 
 
+def _split_override(item: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.1"`` -> (["optim", "lr"], 0.1), the value parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or "" in key.split("."):
+        raise UserError(f"override '{item}' is not of the form key.sub=value (e.g. optim.lr=0.01)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise UserError(f"override '{item}': value is not valid YAML ({err})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """Set each dotted key of ``items`` in a copy of the nested dict ``data``, in order.
+
+    A value replaces what was there (``model.options={}`` clears the options), while a longer key
+    changes one entry (``model.options.head=avg`` keeps the other options).
+    """
+    out = copy.deepcopy(data)
+    for item in items:
+        parts, value = _split_override(item)
+        node = out
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["optim.lr=0.1", "data.hflip=false"]`` -> nested dict with YAML-parsed values."""
-    nested: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"override '{item}' is not of the form key.sub=value (e.g. optim.lr=0.01)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as err:
-            raise UserError(f"override '{item}': value is not valid YAML ({err})") from None
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"override '{item}' conflicts with an earlier override of '{part}'")
-        node[parts[-1]] = value
-    return nested
+    return apply_overrides({}, items)
 
 
 def load_config(spec: str | None = None, overrides: list[str] | None = None) -> Config:
     """Build a ``Config`` from a shipped name or YAML path (default: synthetic) and dotted overrides."""
     path = _resolve_config_path(spec or DEFAULT_CONFIG)
-    data = _read_yaml(path)
-    data = _merge_overrides(data, parse_overrides(overrides or []))
+    data = apply_overrides(_read_yaml(path), overrides or [])
     cfg = _build(Config, data, prefix="")
     validate_config(cfg)
     return cfg
-
-
-def _merge_overrides(data: dict, over: dict) -> dict:
-    # An override of a free dict's key (model.options.head=avg) merges into that dict.
-    out = dict(data)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge_overrides(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -72,19 +72,11 @@ def train_one_epoch(
     for clip, labels in itertools.islice(loader, (steps - start_step) * accum_steps):
         clip = clip.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        mixed, targets = mixer(clip, labels)  # (B, C, T, H, W), (B, K)
         sync = (micro + 1) % accum_steps == 0
-        with _no_sync(model, sync):  # forward and backward of a micro-step
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(mixed)  # (B, K)
-                loss = soft_cross_entropy(logits, targets)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise UserError(f"training loss became {loss_value} at epoch {epoch} step {step}; "
-                                "lower optim.lr, set optim.clip_grad (e.g. 1.0) or train.amp=none")
-            (scaler.scale(loss / accum_steps) if scaler is not None else loss / accum_steps).backward()
+        loss_value, acc = _micro_step(model, clip, labels, mixer, sync=sync, amp_dtype=amp_dtype, scaler=scaler,
+                                      accum_steps=accum_steps, where=f"epoch {epoch} step {step}")
         sums["loss"] += loss_value
-        sums["acc"] += (logits.argmax(-1) == labels).float().mean().item() * 100.0
+        sums["acc"] += acc
         sums["n"] += 1
         micro += 1
         clips += clip.shape[0] * world
@@ -118,6 +110,23 @@ def train_one_epoch(
         "steps": step - start_step,
         "stopped": stopped,
     }
+
+
+def _micro_step(model: nn.Module, clip: torch.Tensor, labels: torch.Tensor, mixer: VideoMixup, *, sync: bool,
+                amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler | None, accum_steps: int,
+                where: str) -> tuple[float, float]:
+    """Mix, forward, loss and backward of one micro-batch; return (loss, top-1 % against the unmixed labels)."""
+    mixed, targets = mixer(clip, labels)  # (B, C, T, H, W), (B, K)
+    with _no_sync(model, sync):  # DDP: forward and backward without the all-reduce unless sync
+        with torch.autocast(clip.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(mixed)  # (B, K)
+            loss = soft_cross_entropy(logits, targets)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise UserError(f"training loss became {loss_value} at {where}; lower optim.lr, "
+                            "set optim.clip_grad (e.g. 1.0) or train.amp=none")
+        (scaler.scale(loss / accum_steps) if scaler is not None else loss / accum_steps).backward()
+    return loss_value, (logits.argmax(-1) == labels).float().mean().item() * 100.0
 
 
 def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,

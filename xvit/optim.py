@@ -8,13 +8,10 @@ position/temporal embeddings) get no weight decay.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -94,6 +94,8 @@ def train_all(cfg: Config, dist: xdist.DistInfo) -> list[dict]:
         sub = dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[],
                                   model=dataclasses.replace(cfg.model, name=name))
         results.append(train_model(sub, dist, top_config=cfg))
+        if results[-1].get("stopped"):  # train.stop_after_steps: the whole job stops, as if killed
+            return results
     if dist.rank == 0:
         table = results_table(results)
         print("\n" + table)
@@ -375,7 +377,7 @@ class EpochSeeded(Dataset):
         with _forked_rng():
             random.seed(item_seed)
             np.random.seed(item_seed)
-            torch.manual_seed(item_seed)
+            torch.default_generator.manual_seed(item_seed)  # CPU only: never touches a CUDA generator
             return self.dataset[index]
 
 
@@ -489,7 +491,7 @@ class Trainer:
             seed_everything(cfg.seed + dist.rank)
         self.logger = RunLogger(run_dir, enabled=self.main, tensorboard=t.tensorboard,
                                 purge_step=self.scheduler.last_step if prep.resume else None)
-        self.session_start = time.perf_counter()
+        self.session_start, self.eval_seconds = time.perf_counter(), 0.0
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -507,8 +509,8 @@ class Trainer:
         }
 
     def elapsed(self) -> float:
-        """Training seconds of this run so far, over all its sessions."""
-        return self.elapsed_before + time.perf_counter() - self.session_start
+        """Training seconds of this run so far (evaluations excluded), over all its sessions."""
+        return self.elapsed_before + time.perf_counter() - self.session_start - self.eval_seconds
 
     def checkpoint(self, epoch: int, step_in_epoch: int) -> None:
         """Write last.safetensors + last.state.pt (all ranks take part: their RNG states are gathered)."""
@@ -543,7 +545,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.best_top1 = None if state["best_top1"] < 0 else float(state["best_top1"])
-        self.elapsed_before, self.finished = float(state.get("elapsed_s", 0.0)), bool(state["finished"])
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.finished = self.epoch >= self.cfg.train.epochs  # train.epochs may have been raised since
         if len(state["rng"]) == self.dist.world_size:
             set_rng_state(state["rng"][self.dist.rank])
         else:
@@ -631,6 +634,7 @@ class Trainer:
                        amp_dtype=self.prep.amp_dtype, distributed=self.dist.world_size > 1,
                        progress=self.cfg.train.progress)
         res["time_s"] = time.perf_counter() - start
+        self.eval_seconds += res["time_s"]
         scalars = {k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing", "time_s")}
         self.logger.log("val", self.scheduler.last_step, {"epoch": self.epoch, "views": self.cfg.eval.views, **scalars})
         if self.main:
