@@ -12,6 +12,7 @@ from videos import read_frame_index, standard_videos
 
 from xvit.data import datasets
 from xvit.data.annotations import VideoSample
+from xvit.data.clip import Augment, ClipSpec
 from xvit.data.datasets import VideoDataset, build_dataset, collate_views
 from xvit.data.decode import VideoReader, decode_frames
 from xvit.data.sampling import multi_clip_indices
@@ -161,14 +162,14 @@ def test_build_dataset_end_to_end(vids, tmp_path):
     ann.write_text(f"h264.mp4 0\nvp9.webm 1\nmissing.mp4 1\n")
     (tmp_path / "classes.txt").write_text("zero\none\n")
     root = str(vids["h264.mp4"].parent)
-    common = dict(format="list", root=root, annotations=str(ann), class_names=str(tmp_path / "classes.txt"),
-                  num_frames=4, crop_size=32)
-    train = build_dataset("train", **common, short_side_range=(32, 40), sampling="dense", frame_stride=2)
+    common = dict(format="list", root=root, annotations=str(ann), class_names=str(tmp_path / "classes.txt"))
+    spec = ClipSpec(num_frames=4, crop_size=32, sampling="dense", frame_stride=2)
+    train = build_dataset("train", **common, clip=spec, augment=Augment(short_side_range=(32, 40)))
     assert train.mode == "train" and train.class_names == ["zero", "one"]
     clip, label = train[0]
     assert clip.shape == (3, 4, 32, 32) and clip.dtype == torch.float32 and label == 0
     train[2]  # the missing video is skipped
-    test = build_dataset("test", **common, num_clips=2, num_crops=3)
+    test = build_dataset("test", **common, clip=spec.replace(sampling="segment", views=(2, 3)))
     views, label, index = test[1]
     assert views.shape == (6, 3, 4, 32, 32) and (label, index) == (1, 1)
     assert test[2][0] is None
@@ -194,7 +195,7 @@ def test_build_dataset_folder_format_detected(vids, tmp_path):
     for rel, name in (("cat/a.mp4", "h264.mp4"), ("dog/b.webm", "vp9.webm")):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         (tmp_path / rel).write_bytes(vids[name].read_bytes())
-    ds = build_dataset("val", root=str(tmp_path), num_frames=2, crop_size=32)
+    ds = build_dataset("val", root=str(tmp_path), clip=ClipSpec(num_frames=2, crop_size=32))
     assert ds.class_names == ["cat", "dog"] and [s.label for s in ds.samples] == [0, 1]
     assert ds[1][0].shape == (1, 3, 2, 32, 32)
     with pytest.raises(UserError, match="no dataset given"):

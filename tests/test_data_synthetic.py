@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 
-from xvit.data import synthetic
+from xvit.cli import main
 from xvit.data.synthetic import (
     CLASS_NAMES,
     CLASSES,
@@ -22,6 +22,8 @@ from xvit.data.synthetic import (
     class_descriptions,
     ensure_synthetic,
     generate_synthetic,
+    scenes,
+    writer,
 )
 from xvit.errors import UserError
 
@@ -164,10 +166,10 @@ def test_appearance_controls_are_still(pairs):
 
 def test_clockwise_means_clockwise_on_screen():
     """A bar turned by growing theta: its right end moves down (y points down), i.e. clockwise."""
-    look = synthetic._Look("bar", np.full((2, 3), 255, np.float32), "plain", 1.0, 0.0)
+    look = scenes._Look("bar", np.full((2, 3), 255, np.float32), "plain", 1.0, 0.0)
     frames = np.zeros((2, 64, 64, 3), np.float32)
     const = np.full(2, 32, np.float32)
-    synthetic._draw(frames, look, const, const, np.full(2, 20, np.float32), np.radians([0, 30]).astype(np.float32))
+    scenes._draw(frames, look, const, const, np.full(2, 20, np.float32), np.radians([0, 30]).astype(np.float32))
     ys, xs = np.nonzero(frames[1, ..., 0] > 128)
     assert ys[np.argmax(xs)] > 32
 
@@ -191,7 +193,7 @@ def test_ensure_synthetic_reuses_complete_and_rebuilds_incomplete(tmp_path, monk
     def fail(*args, **kwargs):
         raise AssertionError("regenerated a complete dataset")
 
-    monkeypatch.setattr(synthetic, "generate_synthetic", fail)
+    monkeypatch.setattr(writer, "generate_synthetic", fail)
     assert ensure_synthetic(tmp_path, **params) == root
     monkeypatch.undo()
     next((root / "videos").rglob("*.mp4")).unlink()  # damaged: a video is missing
@@ -206,7 +208,7 @@ def test_interrupted_generation_is_not_complete_and_can_be_redone(tmp_path, monk
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "_run_jobs", interrupt)
+    monkeypatch.setattr(writer, "_run_jobs", interrupt)
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic(tmp_path / "ds", **params)
     assert json.loads((tmp_path / "ds" / "meta.json").read_text())["complete"] is False
@@ -233,8 +235,6 @@ def test_bad_parameters_and_non_empty_folder_are_user_errors(tmp_path):
 
 
 def test_cli_make_synthetic(tmp_path, capsys):
-    from xvit.cli import main
-
     out = tmp_path / "cli"
     argv = ["make-synthetic", str(out), "--videos-per-class", "1", "--num-frames", "3", "--size", "16",
             "--workers", "1", "--no-progress", "--seed", "3"]  # fmt: skip

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xvit.data.transforms import build_test_transform, build_train_transform, parse_views
+from xvit.data.clip import parse_views
+from xvit.data.transforms import build_test_transform, build_train_transform
 from xvit.errors import UserError
 
 AUGMENTS = [None, "autoaugment", "randaugment", "randaugment-m15-n3"]

@@ -11,7 +11,7 @@ import torch
 from videos import write_garbage, write_index_video
 
 import xvit
-from xvit.checkpoint import save_model
+from xvit.engine.checkpoint import save_model
 from xvit.cli import main
 
 CLASSES = ["left", "right", "still"]
@@ -92,11 +92,11 @@ def test_eval_writes_reports(run, capsys):
     assert (out_dir / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 
     # xvit predict's pipeline gives the same scores as the evaluation for the same views
-    from xvit.checkpoint import load_model
-    from xvit.predict import predict_video
+    from xvit.engine.checkpoint import load_model
+    from xvit.engine.predict import predict_video
 
-    model, meta = load_model(ckpt)
-    got = predict_video(model, meta, root / "videos" / "v3.mp4", views=(1, 3), topk=3)
+    model, clip = load_model(ckpt)
+    got = predict_video(model, clip, root / "videos" / "v3.mp4", views=(1, 3), topk=3)
     want = next(p for p in preds if p["index"] == 3)["topk"]
     assert [c for c, _ in got] == [t["class"] for t in want]
     assert [p for _, p in got] == pytest.approx([t["prob"] for t in want], abs=1e-5)

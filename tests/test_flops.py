@@ -1,11 +1,11 @@
-"""Multiply-adds per view (SPEC: report MACs, the paper's "GFLOPs"), against the published counts."""
+"""Multiply-adds per view (multiply-adds, the paper's "GFLOPs", Table 6), against the published counts."""
 
 import pytest
 import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from xvit.flops import model_cost
+from xvit.models.flops import model_cost
 
 
 def image_vit_b16_gmacs() -> float:

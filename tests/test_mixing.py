@@ -1,4 +1,4 @@
-"""The space-time mixing step on hand-built tensors (SPEC §1), the identical-frames property
+"""The space-time mixing step on hand-built tensors (paper §3.2), the identical-frames property
 against a timm ViT with the same weights, the summary token, and TSM-ViT's shift."""
 
 import pytest
@@ -6,7 +6,7 @@ import timm
 import torch
 
 import xvit
-from xvit.layers import Attention, mix_offsets, temporal_shift
+from xvit.models.layers import Attention, mix_offsets, temporal_shift
 
 B, T, N, D = 2, 5, 3, 16
 

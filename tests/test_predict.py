@@ -14,10 +14,10 @@ import torch
 from videos import write_garbage, write_index_video
 
 import xvit
-from xvit.checkpoint import load_model, save_model
+from xvit.engine.checkpoint import load_model, save_model
 from xvit.cli import main
 from xvit.data.decode import VideoDecodeError
-from xvit.predict import predict_video, video_views
+from xvit.engine.predict import predict_video, video_views
 
 CLASSES = ["left", "right", "still", "zoom", "spin", "flash"]  # 6 classes: top-5 is a real top-5
 
@@ -38,16 +38,16 @@ def files(tmp_path_factory):
 
 def test_predict_video_function(files):
     ckpt, good, bad = files
-    model, meta = load_model(ckpt)
-    top = predict_video(model, meta, good[0], views=(2, 3), topk=5)
+    model, clip = load_model(ckpt)
+    top = predict_video(model, clip, good[0], views=(2, 3), topk=5)
     assert len(top) == 5 and all(name in CLASSES for name, _ in top)
     probs = [p for _, p in top]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
-    assert len(predict_video(model, meta, good[0], topk=50)) == len(CLASSES)
-    x = video_views(good[0], {**meta["data"], "mean": (0.5,) * 3, "std": (0.5,) * 3}, (2, 3))
+    assert len(predict_video(model, clip, good[0], topk=50)) == len(CLASSES)
+    x = video_views(good[0], clip, (2, 3))
     assert x.shape == (6, 3, 4, 32, 32)  # (T*S, C, T, H, W)
     with pytest.raises(VideoDecodeError, match="broken.mp4"):
-        predict_video(model, meta, bad)
+        predict_video(model, clip, bad)
 
 
 def test_predict_cli_table_error_line_and_exit_status(files, capsys):

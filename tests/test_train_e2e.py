@@ -14,6 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+import xvit
 from xvit.cli import main
 
 SUBSET = (0, 1, 12, 13)  # moving_left, moving_right (time-reversed pair), static_cross, static_ring
@@ -84,7 +85,7 @@ def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
     assert results["top1"] == 100.0 and results["num_videos"] == 8  # train set == eval set, eval-mode sampling
     assert "top-1 100.00%" in capsys.readouterr().out
     # resolved config: complete, reloadable, equal to what ran
-    from xvit.config import load_config
+    from xvit.engine.config import load_config
 
     resolved = load_config(str(run_dir / "config.yaml"))
     assert resolved.train.epochs == 40 and resolved.model.name == "xvit_nano_patch8_32"
@@ -96,10 +97,8 @@ def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
     assert {ln["kind"] for ln in lines} == {"train_step", "train_epoch", "val"}
     assert [ln["global_step"] for ln in lines if ln["kind"] == "train_step"] == list(range(1, 161))
     # the checkpoint is what eval/predict need: model + test pipeline in its metadata
-    from xvit.checkpoint import load_model
-
-    model, meta = load_model(run_dir / "checkpoints" / "last.safetensors")
-    assert model.num_classes == 14 and meta["data"]["num_frames"] == 8 and len(meta["data"]["class_names"]) == 14
+    model, clip = xvit.load_model(run_dir / "checkpoints" / "last.safetensors")
+    assert model.num_classes == 14 and clip.num_frames == 8 and len(clip.class_names) == 14 and not model.training
     state = torch.load(run_dir / "checkpoints" / "last.state.pt", weights_only=True)
     assert state["finished"] and state["global_step"] == 160 and state["epoch"] == 40
     # running it again finds the finished run and only reports it

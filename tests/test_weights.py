@@ -1,4 +1,4 @@
-"""Loading weights (SPEC §5): timm image ViTs in every file format, the public X-ViT reference
+"""Loading weights (paper §4, ImageNet initialisation): timm image ViTs in every file format, the public X-ViT reference
 code's checkpoints (logits reproduced by an independent timm-based re-implementation of that
 code), temporal-embedding resizing, strict loading of xvit's own checkpoints, no unpickling."""
 
@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 import xvit
-from xvit.checkpoint import load_model, save_model
+from xvit.engine.checkpoint import load_model, save_model
 from xvit.errors import UserError
-from xvit.weights import load_pretrained
+from xvit.models.weights import load_pretrained
 
 NANO = dict(embed_dim=32, depth=2, num_heads=2, patch_size=8)
 
@@ -32,7 +32,7 @@ def test_timm_checkpoint_initialises_every_family(tmp_path, fmt, with_classifier
     save_file(state, path) if fmt == ".safetensors" else torch.save(state, path)
     for family in ("xvit", "vit", "tsm_vit", "timesformer", "joint"):
         model = xvit.create_model(f"{family}_nano_patch8_32", num_frames=4, num_classes=3)
-        with caplog.at_level(logging.INFO, logger="xvit.weights"):
+        with caplog.at_level(logging.INFO, logger="xvit.models.weights"):
             report = load_pretrained(model, path)
         for name in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.1.attn.qkv.weight", "blocks.0.mlp.fc2.bias", "norm.weight"):
             assert name in report.loaded
@@ -140,8 +140,8 @@ def test_temporal_embedding_is_interpolated_for_another_frame_count(tmp_path):
 def test_own_checkpoints_load_strictly_and_report_mismatches(tmp_path):
     m = xvit.create_model("xvit_nano_patch8_32", num_frames=4, num_classes=3)
     save_model(tmp_path / "m.safetensors", m, {"data": {"class_names": ["a", "b", "c"]}})
-    again, meta = load_model(tmp_path / "m.safetensors")
-    assert meta["data"]["class_names"] == ["a", "b", "c"]
+    again, clip = load_model(tmp_path / "m.safetensors")
+    assert clip.class_names == ("a", "b", "c")
     for k, v in m.state_dict().items():
         assert torch.equal(v, again.state_dict()[k])
     wrong = xvit.create_model("xvit_nano_patch8_32", num_frames=4, num_classes=7)

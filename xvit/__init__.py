@@ -1,12 +1,38 @@
-"""xvit: X-ViT (space-time mixing attention, NeurIPS 2021) and its baselines for video recognition."""
+"""xvit: X-ViT (space-time mixing attention, Bulat et al., NeurIPS 2021) and its baselines for
+video recognition.
 
-import tqdm as _tqdm
+Public API: ``create_model(name, **overrides)``, ``list_models(pattern)``, ``load_model(checkpoint)``
+(a model in eval mode and its ``ClipSpec``) and ``ClipSpec``. They are imported on first use, so
+``import xvit`` (and the ``xvit`` command line) does not pay for torch until a model is needed.
+"""
 
-from xvit.models import create_model, list_models
+from __future__ import annotations
 
-# tqdm's monitor thread wakes every 10 s holding a lock; a DataLoader or process pool that forks
-# while it does can leave a worker blocked. Progress bars do not need it.
-_tqdm.tqdm.monitor_interval = 0
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "__version__"]
+
+# public name -> module defining it
+_API = {
+    "create_model": "xvit.models.factory",
+    "list_models": "xvit.models.registry",
+    "load_model": "xvit.engine.checkpoint",
+    "ClipSpec": "xvit.data.clip",
+}
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module = importlib.import_module(_API[name])
+        if name == "list_models":
+            importlib.import_module("xvit.models.factory")  # registers the families
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xvit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,10 +1,11 @@
-"""The video data pipeline: decoding, frame sampling, annotations, datasets (SPEC §6).
+"""The video data pipeline (library only; the commands are in ``xvit.cli``): X-ViT paper §4.
 
 ``decode`` reads frames with PyAV (seeking, not whole-file decoding), ``sampling`` chooses the
 frames of a clip (dense / segment), ``annotations`` parses list / Kinetics / SSv2 / folder
-datasets, ``datasets`` turns them into ``torch`` datasets that skip unreadable videos.
-Clip transforms live in ``xvit.data.transforms``, the synthetic benchmark in
-``xvit.data.synthetic``; ``xvit check-data`` / ``xvit bench-data`` are ``check`` / ``bench``.
+datasets, ``transforms`` are the clip-consistent augmentations, ``clip`` holds ``ClipSpec`` (the
+test-time pipeline a checkpoint carries), ``Augment`` and the multi-view cutting, ``datasets``
+turns annotations into ``torch`` datasets that skip unreadable videos, ``synthetic`` writes the
+built-in temporal benchmark, ``check`` / ``bench`` scan a dataset and time the loader.
 """
 
 from xvit.data.annotations import (
@@ -20,14 +21,15 @@ from xvit.data.annotations import (
     parse_ssv2_json,
     read_class_names,
 )
+from xvit.data.clip import Augment, ClipSpec, decode_views, parse_view_list, parse_views
 from xvit.data.datasets import VideoDataset, build_dataset, collate_views
 from xvit.data.decode import VideoDecodeError, VideoInfo, VideoReader, decode_all, decode_frames, open_video, video_info
 from xvit.data.sampling import SAMPLINGS, clip_indices, dense_indices, multi_clip_indices, segment_indices
 
 __all__ = [
-    "FORMATS", "SAMPLINGS", "VideoDataset", "VideoDecodeError", "VideoInfo", "VideoReader", "VideoSample",
-    "build_dataset", "check_labels", "clip_indices", "collate_views", "decode_all", "decode_frames",
-    "dense_indices", "detect_format", "label_errors", "load_annotations", "multi_clip_indices", "open_video",
-    "parse_folder", "parse_kinetics_csv", "parse_list", "parse_ssv2_json", "read_class_names",
-    "segment_indices", "video_info",
+    "FORMATS", "SAMPLINGS", "Augment", "ClipSpec", "VideoDataset", "VideoDecodeError", "VideoInfo", "VideoReader",
+    "VideoSample", "build_dataset", "check_labels", "clip_indices", "collate_views", "decode_all", "decode_frames",
+    "decode_views", "dense_indices", "detect_format", "label_errors", "load_annotations", "multi_clip_indices",
+    "open_video", "parse_folder", "parse_kinetics_csv", "parse_list", "parse_ssv2_json", "parse_view_list",
+    "parse_views", "read_class_names", "segment_indices", "video_info",
 ]

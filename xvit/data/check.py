@@ -1,4 +1,4 @@
-"""``xvit check-data``: find the entries of a dataset that would be skipped or wrong in training.
+"""Dataset checks: find the entries of a dataset that would be skipped or wrong in training.
 
 Every distinct video of the annotation file is opened, its frame count read, and its first and
 last frame decoded (in a process pool). Reported, with path and annotation line:
@@ -11,26 +11,20 @@ last frame decoded (in a process pool). Reported, with path and annotation line:
 - ``too_short``: fewer frames than ``--num-frames`` (the sampler would repeat frames);
 - ``bad_label``: a label outside ``[0, num_classes)`` (-1, unlabelled, is accepted).
 
-Exit status 0 when nothing is found, 1 otherwise (2 for an unusable command line or annotation
-file). ``--json OUT`` writes the whole report.
+The command ``xvit check-data`` is :mod:`xvit.cli.check_data`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from typing import Iterable, Iterator
 
-from tqdm import tqdm
-
-from xvit.data.annotations import FORMATS, VideoSample, label_errors, load_annotations
+from xvit.data.annotations import VideoSample, label_errors
 from xvit.data.decode import VideoDecodeError, open_video
-from xvit.errors import UserError
+from xvit.progress import progress_bar
 
-__all__ = ["check_video", "check_dataset", "add_arguments", "run", "KINDS"]
+__all__ = ["KINDS", "check_dataset", "check_video"]
 
 KINDS = ("missing", "unreadable", "truncated", "too_short", "bad_label")
 TRUNCATED_FRACTION = 0.75
@@ -61,10 +55,11 @@ def _scan(paths: list[str], num_frames: int, workers: int, progress: bool) -> It
     items = [(p, num_frames) for p in paths]
     bar = dict(total=len(items), desc="check-data", unit="video", disable=not progress, dynamic_ncols=True)
     if workers <= 1:
-        yield from tqdm(map(_check_one, items), **bar)
+        yield from progress_bar(map(_check_one, items), **bar)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from tqdm(pool.map(_check_one, items, chunksize=max(1, min(16, len(items) // (8 * workers)))), **bar)
+        chunksize = max(1, min(16, len(items) // (8 * workers)))
+        yield from progress_bar(pool.map(_check_one, items, chunksize=chunksize), **bar)
 
 
 def check_dataset(samples: list[VideoSample], num_classes: int, *, num_frames: int = 8, workers: int = 1,
@@ -83,49 +78,3 @@ def check_dataset(samples: list[VideoSample], num_classes: int, *, num_frames: i
             problems.append({"kind": found[0], "path": s.path, "where": s.origin, "detail": found[1]})
     return problems
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``xvit check-data``."""
-    parser.add_argument("annotations", help="annotation file (list, Kinetics CSV, SSv2 JSON), or the dataset "
-                        "folder with --format folder")
-    parser.add_argument("--root", help="folder holding the videos (default: the list file's folder)")
-    parser.add_argument("--format", choices=FORMATS, help="annotation format (default: from the file name: "
-                        ".csv kinetics, .json ssv2, a folder, else list)")
-    parser.add_argument("--class-names", help="class-names file (names by line, 'INDEX NAME' lines, or JSON)")
-    parser.add_argument("--num-frames", type=int, default=8, help="frames per clip: shorter videos are "
-                        "reported (default 8)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="parallel processes (default: min(8, CPUs))")
-    parser.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _print_report(problems: Iterable[dict], counts: Counter, total: int, videos: int) -> None:
-    for p in problems:
-        where = f"{p['where']}: " if p["where"] and p["where"] != p["path"] else ""
-        print(f"{p['kind']:<10} {where}{p['path']}: {p['detail']}")
-    summary = ", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in KINDS)
-    verdict = "OK" if not sum(counts.values()) else f"{sum(counts.values())} problems"
-    print(f"checked {total} entries ({videos} distinct videos): {summary}: {verdict}")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``xvit check-data``: exit 0 if the dataset is clean, 1 if any problem was found."""
-    if args.num_frames < 1:
-        raise UserError(f"--num-frames {args.num_frames}: must be >= 1")
-    samples, names = load_annotations(args.format, args.annotations, args.root, args.class_names)
-    if not samples:
-        raise UserError(f"{args.annotations}: no entries found; check the file and --format")
-    problems = check_dataset(samples, len(names), num_frames=args.num_frames, workers=args.workers,
-                             progress=not args.no_progress)
-    counts = Counter(p["kind"] for p in problems)
-    videos = len({s.path for s in samples})
-    _print_report(problems, counts, len(samples), videos)
-    if args.json:
-        report = {"annotations": str(args.annotations), "root": args.root, "format": args.format,
-                  "num_entries": len(samples), "num_videos": videos, "num_classes": len(names),
-                  "num_frames": args.num_frames, "ok": not problems,
-                  "counts": {k: counts[k] for k in KINDS}, "problems": problems}
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-    return 1 if problems else 0

@@ -1,7 +1,7 @@
 """Video datasets: sampled, decoded and transformed clips for training and multi-view testing.
 
 Training items are ``(clip (C, T, H, W) float, label)``: one clip per video, its frames drawn by
-dense or segment sampling (SPEC §6) with a random offset. Test items are
+dense or segment sampling (X-ViT paper §4) with a random offset. Test items are
 ``(views (V, C, T, H, W) float | None, label, index)`` with ``V = num_clips * num_crops`` and
 view ``v = temporal * num_crops + spatial`` (PySlowFast): the union of all temporal clips' frames
 is decoded in one call and every view is cut from that decode.
@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from xvit.data.annotations import ClassNames, VideoSample, check_labels, detect_format, load_annotations
+from xvit.data.clip import Augment, ClipSpec, decode_views
 from xvit.data.decode import VideoDecodeError, open_video
 from xvit.data.sampling import SAMPLINGS, clip_indices, multi_clip_indices
 from xvit.errors import UserError
@@ -166,21 +167,15 @@ class VideoDataset(Dataset):
             with open_video(sample.path) as video:
                 clips = multi_clip_indices(self.sampling, video.num_frames, self.num_frames,
                                            stride=self.frame_stride, num_clips=self.num_clips)
-                wanted = sorted({i for clip in clips for i in clip})
-                frames = video.get(wanted)  # (F, H, W, 3): every wanted frame once
+                views = decode_views(video, clips, self.transform)  # (V, C, T, H, W), v = clip * crops + crop
         except VideoDecodeError as err:
             _report_bad(err)
             self.num_skipped += 1
             return None, sample.label, index
-        row = {f: j for j, f in enumerate(wanted)}
-        views = []
-        for clip in clips:
-            crops = self.transform(frames[[row[i] for i in clip]])  # (num_crops, C, T, H, W)
-            if crops.ndim != 5 or crops.shape[0] != self.num_crops:
-                raise ValueError(f"the test transform returned shape {tuple(crops.shape)}; expected "
-                                 f"(num_crops={self.num_crops}, C, T, H, W)")
-            views.append(crops)
-        return torch.cat(views), sample.label, index  # (V, C, T, H, W), v = clip * num_crops + crop
+        if views.ndim != 5 or views.shape[0] != self.num_views:
+            raise ValueError(f"the test transform gave views of shape {tuple(views.shape)}; expected "
+                             f"(num_clips x num_crops = {self.num_views}, C, T, H, W)")
+        return views, sample.label, index
 
 
 def collate_views(batch: Sequence[tuple[torch.Tensor | None, int, int]]) -> dict[str, Any]:
@@ -213,37 +208,23 @@ def build_dataset(
     root: str | None = None,
     annotations: str | None = None,
     class_names: ClassNames = None,
-    num_frames: int = 8,
-    sampling: str = "segment",
-    frame_stride: int = 4,
-    crop_size: int = 224,
-    short_side_range: tuple[int, int] | None = (256, 320),
-    scale: tuple[float, float] | None = None,
-    test_short_side: int | None = None,
-    auto_augment: str | None = None,
-    random_erasing: float = 0.0,
-    hflip: bool = True,
-    flip_label_map: dict[int, int] | None = None,
-    mean: Sequence[float] = (0.5, 0.5, 0.5),
-    std: Sequence[float] = (0.5, 0.5, 0.5),
-    num_clips: int = 1,
-    num_crops: int = 1,
+    clip: ClipSpec | None = None,
+    augment: Augment | None = None,
     seed: int = 0,
 ) -> VideoDataset:
-    """A ``VideoDataset`` for ``split`` with the transforms of ``xvit.data.transforms``.
+    """A ``VideoDataset`` for ``split``: its videos, sampled and transformed as ``clip`` says.
 
-    ``train`` uses the training transform and random sampling; ``val``/``test`` the multi-view
-    test transform (``num_clips`` x ``num_crops``, short side ``test_short_side``, default
-    ``crop_size``). ``format``: list | kinetics | ssv2 | folder (None: from the file name);
-    ``class_names``: names or a file of them (default: from the annotations). Labels must be in
-    ``[0, num_classes)``; ``test`` also accepts -1 (unlabelled).
+    ``train`` uses random temporal sampling and ``augment`` (default ``Augment()``); ``val``/``test``
+    the deterministic multi-view test pipeline of ``clip`` (its ``views``, short side, crops).
+    ``format``: list | kinetics | ssv2 | folder (None: from the file name); ``class_names``: names
+    or a file of them (default: from the annotations). Labels must be in ``[0, num_classes)``;
+    ``test`` also accepts -1 (unlabelled).
     """
-    from xvit.data import transforms
-
     if split not in SPLITS:
         raise UserError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
     if root is None and annotations is None:
         raise UserError("no dataset given: pass data.root / --data-root and data.annotations / --annotations")
+    clip = clip or ClipSpec()
     source = annotations if annotations is not None else root
     format = format or detect_format(source)
     _check_paths(format, root, annotations)
@@ -251,14 +232,8 @@ def build_dataset(
     if not samples:
         raise UserError(f"no videos listed in {annotations or root}; check the annotation file and root")
     check_labels(samples, len(names), allow_unlabelled=split == "test")
-    if split == "train":
-        transform = transforms.build_train_transform(
-            crop_size=crop_size, short_side_range=short_side_range, scale=scale, auto_augment=auto_augment,
-            random_erasing=random_erasing, hflip=hflip, flip_label_map=flip_label_map, mean=mean, std=std)
-    else:
-        transform = transforms.build_test_transform(
-            crop_size=crop_size, short_side=test_short_side or crop_size, num_crops=num_crops, mean=mean, std=std)
-    return VideoDataset(samples, names, num_frames=num_frames, sampling=sampling, frame_stride=frame_stride,
-                        mode="train" if split == "train" else "test", transform=transform,
-                        num_clips=num_clips if split != "train" else 1,
-                        num_crops=num_crops if split != "train" else 1, seed=seed)
+    train = split == "train"
+    transform = (augment or Augment()).train_transform(clip) if train else clip.test_transform()
+    return VideoDataset(samples, names, num_frames=clip.num_frames, sampling=clip.sampling,
+                        frame_stride=clip.frame_stride, mode="train" if train else "test", transform=transform,
+                        num_clips=1 if train else clip.views[0], num_crops=1 if train else clip.views[1], seed=seed)

@@ -1,9 +1,9 @@
 """Which frames of a video make a clip: dense (fixed stride) and segment-based (TSN) sampling.
 
-The recipes of SPEC §6: Kinetics-400 uses dense sampling (``num_frames`` frames ``stride``
-apart, a random start in training, evenly spaced clips at test); Something-Something-v2 uses
-segment sampling (TSN: the video cut into ``num_frames`` equal segments, one frame from each,
-random within its segment in training).
+The recipes of the X-ViT paper (§4 and its supplement): Kinetics-400 uses dense sampling
+(``num_frames`` frames ``stride`` apart, a random start in training, evenly spaced clips at
+test); Something-Something-v2 uses segment sampling (TSN: the video cut into ``num_frames``
+equal segments, one frame from each, random within its segment in training).
 
 Test-time clips, both samplers: clip ``k`` of ``K`` sits at fraction ``(k + 0.5) / K`` of the
 possible positions: for dense sampling the start ranges over ``[0, N - span]``, so one clip is

@@ -1,4 +1,4 @@
-"""Clip transforms: one spatial augmentation shared by every frame of a clip (SPEC §6).
+"""Clip transforms: one spatial augmentation shared by every frame of a clip (X-ViT paper §4).
 
 Training (``build_train_transform``): short-side jitter + random crop (SSv2 recipe, short side
 256-320, crop 224) or a random-resized "multi-scale" crop (Kinetics recipe), AutoAugment /
@@ -28,23 +28,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from xvit.errors import UserError
 
-__all__ = ["TestTransform", "TrainTransform", "build_test_transform", "build_train_transform", "parse_views"]
+__all__ = ["TestTransform", "TrainTransform", "build_test_transform", "build_train_transform"]
 
-_VIEWS_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _RANDAUGMENT_RE = re.compile(r"^randaugment((?:-[mn]\d+)*)$")
-
-
-def parse_views(spec: str) -> tuple[int, int]:
-    """Parse a test-view string ``"TxS"`` (e.g. ``"2x3"``) into ``(temporal_clips, spatial_crops)``."""
-    match = _VIEWS_RE.match(str(spec))
-    if match is None:
-        raise UserError(
-            f"views {spec!r} is not of the form TxS (temporal clips x spatial crops), e.g. '1x3' or '2x3'"
-        )
-    temporal, spatial = int(match.group(1)), int(match.group(2))
-    if temporal < 1 or spatial < 1:
-        raise UserError(f"views {spec!r}: both numbers must be at least 1, e.g. '1x3'")
-    return temporal, spatial
 
 
 def _build_auto_augment(name: str | None) -> v2.Transform | None:
@@ -271,7 +257,7 @@ def build_test_transform(
 ) -> TestTransform:
     """Test transform ``clip (T, H, W, C) uint8 -> (num_crops, C, T, crop, crop) float``.
 
-    ``short_side`` defaults to ``crop_size`` (SPEC §6: short side 224 for 224 crops); ``num_crops``
+    ``short_side`` defaults to ``crop_size`` (paper §4: short side 224 for 224 crops); ``num_crops``
     is 1 (centre) or 3 (PySlowFast 3-crop testing along the long side).
     """
     if int(crop_size) != crop_size or crop_size < 1:

@@ -1,6 +1,12 @@
-"""The model zoo: X-ViT and its baselines on one backbone, registered by name (SPEC §1-4)."""
+"""The model zoo: X-ViT (paper §3) and its baselines on one backbone, registered by name.
 
-from xvit.models import joint, timesformer, xvit  # noqa: F401  (register the families)
-from xvit.models.registry import create_model, list_models, register_model
+``layers`` (the space-time mixing attention, blocks, heads), ``base`` (what every model shares),
+one module per family (``xvit``: X-ViT, frame ViT, TSM-ViT; ``timesformer``; ``joint``),
+``registry`` (names -> builders), ``weights`` (loading timm / reference / xvit checkpoints),
+``factory`` (``create_model``), ``flops`` (parameters and multiply-adds), ``sizes`` (torch-free).
+"""
 
-__all__ = ["create_model", "list_models", "register_model"]
+from xvit.models.factory import create_model
+from xvit.models.registry import build_model, list_models, register_model
+
+__all__ = ["build_model", "create_model", "list_models", "register_model"]

@@ -1,70 +1,60 @@
-"""What every model shares: the ViT sizes, patch + position embeddings with timm's parameter
-names (so ImageNet ViT checkpoints load as they are), weight init, and the head interface."""
+"""What every model shares (paper §3.1: a ViT applied to the frames of a clip): the constructor
+arguments of the ViT sizes, patch + position embeddings with timm's parameter names (so ImageNet
+ViT checkpoints load as they are), stochastic depth, the final norm, weight init, the head
+interface, and ``register_family`` (one timm-style entry point per size)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import Tensor, nn
 
-from xvit.layers import Attention
-
-# ViT sizes (SPEC §4) plus two small ones for CPU: nano for tests, micro for the synthetic run.
-SIZES: dict[str, dict] = {
-    "nano": dict(embed_dim=32, depth=2, num_heads=2),
-    "micro": dict(embed_dim=96, depth=4, num_heads=4),
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-    "large": dict(embed_dim=1024, depth=24, num_heads=16),
-}
-# (size, patch, input) of each registered variant: <family>_<size>_patch<patch>_<input>.
-VARIANTS: list[tuple[str, int, int]] = [
-    ("nano", 8, 32),
-    ("micro", 8, 64),
-    ("tiny", 16, 224),
-    ("small", 16, 224),
-    ("base", 16, 224),
-    ("large", 16, 224),
-    ("base", 32, 224),
-]
-
-
-def variant_args(size: str, patch: int, img: int, overrides: dict) -> dict:
-    """Size arguments of a variant, with the caller's overrides winning."""
-    return {**SIZES[size], "patch_size": patch, "img_size": img, **overrides}
-
-
-def resize_temporal_embed(embed: Tensor, num_frames: int) -> Tensor:
-    """Linear interpolation of a (1, T0, 1, D) or (1, T0, D) temporal embedding to ``num_frames``."""
-    T0 = embed.shape[1]
-    if T0 == num_frames:
-        return embed
-    flat = embed.reshape(1, T0, -1).transpose(1, 2)  # (1, D', T0)
-    if T0 == 1:
-        out = flat.expand(-1, -1, num_frames)
-    else:
-        out = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)  # (1, D', T)
-    return out.transpose(1, 2).reshape(1, num_frames, *embed.shape[2:])
-
+from xvit.models.layers import Attention
+from xvit.models.registry import register_model
+from xvit.models.sizes import SIZES, VARIANTS, variant_name
 
 class VideoModel(nn.Module):
-    """Base of every model: patch embedding, CLS token, spatial position embedding, init, and
-    the timm-style interface (``forward_features`` / ``forward_head`` / ``reset_classifier`` /
-    ``no_weight_decay`` / ``set_fused_attn``)."""
+    """Base of every model: patch embedding, CLS token, spatial position embedding, dropout,
+    stochastic-depth rates, final norm, init, and the timm-style interface (``forward_features`` /
+    ``forward_head`` / ``reset_classifier`` / ``no_weight_decay`` / ``set_fused_attn``).
 
-    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, num_frames: int, num_classes: int) -> None:
+    A family's constructor takes its own options and passes these shared ViT arguments on;
+    it builds ``self.blocks`` (using ``self.drop_path_rates``) and ``self.head``, then calls
+    ``init_weights()``.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_frames: int = 8,
+        num_classes: int = 400,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         self.img_size = img_size
         self.patch_size = patch_size
         self.num_frames = num_frames
         self.num_classes = num_classes
         self.embed_dim = self.num_features = embed_dim
+        self.depth, self.num_heads, self.mlp_ratio, self.qkv_bias = depth, num_heads, mlp_ratio, qkv_bias
+        self.drop_rate, self.attn_drop_rate = drop_rate, attn_drop_rate
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        # stochastic depth decay rule: linearly increasing from 0 to drop_path_rate over the blocks
+        self.drop_path_rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
     def init_weights(self) -> None:
         """timm ViT init: trunc-normal(0.02) linears and position embedding, unit norms.
@@ -134,16 +124,19 @@ class VideoModel(nn.Module):
                 m.fused_attn = enable
 
 
+def variant_args(size: str, patch: int, img: int, overrides: dict) -> dict:
+    """Size arguments of a variant, with the caller's overrides winning."""
+    return {**SIZES[size], "patch_size": patch, "img_size": img, **overrides}
+
+
 def register_family(prefix: str, cls: type[VideoModel], doc: str, **family_args) -> None:
     """Register ``<prefix>_<size>_patch<p>_<img>`` for every variant: tiny timm-style entry
     points, generated rather than written out 7 times per family."""
-    from xvit.models.registry import register_model
-
     for size, patch, img in VARIANTS:
 
         def entry(size=size, patch=patch, img=img, **kwargs) -> VideoModel:
             return cls(**variant_args(size, patch, img, {**family_args, **kwargs}))
 
-        entry.__name__ = entry.__qualname__ = f"{prefix}_{size}_patch{patch}_{img}"
+        entry.__name__ = entry.__qualname__ = variant_name(prefix, size, patch, img)
         entry.__doc__ = f"{doc} ({size}, patch {patch}, {img} px)."
         register_model(entry)

@@ -11,41 +11,23 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from xvit.layers import Attention, Block, LinearHead
-from xvit.models.base import VideoModel, register_family, resize_temporal_embed
+from xvit.models.layers import Attention, Block, LinearHead, resize_temporal_embed
+from xvit.models.base import VideoModel, register_family
 
 
 class JointSpaceTime(VideoModel):
     """One sequence of 1 + T·N tokens through standard ViT blocks."""
 
-    def __init__(
-        self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        in_chans: int = 3,
-        num_frames: int = 8,
-        num_classes: int = 400,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        fused_attn: bool = True,
-    ) -> None:
-        super().__init__(img_size, patch_size, in_chans, embed_dim, num_frames, num_classes)
-        self.time_embed = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
-        self.pos_drop = nn.Dropout(drop_rate)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+    def __init__(self, *, fused_attn: bool = True, **vit_args) -> None:
+        super().__init__(**vit_args)
+        self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames, 1, self.embed_dim))
         attn_layer = partial(Attention, fused_attn=fused_attn)
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], attn_layer=attn_layer)
-            for i in range(depth)
+            Block(self.embed_dim, self.num_heads, self.mlp_ratio, self.qkv_bias, self.drop_rate, self.attn_drop_rate,
+                  self.drop_path_rates[i], attn_layer=attn_layer)
+            for i in range(self.depth)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = LinearHead(embed_dim, num_classes, drop_rate)
+        self.head = LinearHead(self.embed_dim, self.num_classes, self.drop_rate)
         self.init_weights()
 
     def zero_init_params(self) -> set[str]:

@@ -1,10 +1,13 @@
-"""Model registry in timm's style: entry points registered by name, ``create_model``, ``list_models``."""
+"""Model registry in timm's style: entry points registered by name, ``build_model``, ``list_models``.
+
+The registry builds models and never loads weights (``xvit.models.factory.create_model`` does both).
+"""
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable
-from pathlib import Path
 
 from torch import nn
 
@@ -26,41 +29,32 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _ENTRY_POINTS if fnmatch.fnmatch(n, pattern))
 
 
-def create_model(
-    name: str,
-    num_frames: int = 8,
-    num_classes: int = 400,
-    img_size: int | None = None,
-    pretrained: str | Path | None = None,
-    **options,
-) -> nn.Module:
-    """Build a registered model.
+def check_model_name(name: str, key: str = "model") -> None:
+    """``UserError`` naming ``key`` and the closest registered names when ``name`` is unknown."""
+    if name not in _ENTRY_POINTS:
+        close = difflib.get_close_matches(name, list(_ENTRY_POINTS), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "list them with `xvit models`"
+        where = "" if key == "model" else f" ({key})"
+        raise UserError(f"unknown model {name!r}{where}: {hint}")
 
-    ``img_size`` defaults to the size in the model's name (224, or 32/64 for the small CPU sizes).
-    ``pretrained`` is a path to a timm-format image ViT checkpoint, a checkpoint of the public
-    X-ViT reference code, or one written by xvit; what was loaded and what was not is logged.
+
+def build_model(name: str, num_frames: int = 8, num_classes: int = 400, img_size: int | None = None,
+                **options) -> nn.Module:
+    """A freshly initialised registered model; ``model.model_config`` records how to build it again.
+
+    ``img_size`` defaults to the size in the model's name (224, or 32/64 for the small CPU sizes);
     ``options`` are the family's keyword arguments (e.g. ``shift_div``, ``head``, ``depth``).
     """
-    if name not in _ENTRY_POINTS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(_ENTRY_POINTS), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `xvit models`"
-        raise UserError(f"unknown model {name!r}{hint}")
+    check_model_name(name)
     kwargs = dict(num_frames=num_frames, num_classes=num_classes, **options)
     if img_size is not None:
         kwargs["img_size"] = img_size
     model = _ENTRY_POINTS[name](**kwargs)
-    # What it takes to build this model again (checkpoints store it; see xvit.checkpoint).
-    model.model_config = {
+    model.model_config = {  # stored in every checkpoint (xvit.engine.checkpoint)
         "name": name,
         "num_frames": num_frames,
         "num_classes": num_classes,
         "img_size": model.img_size,
         "options": dict(options),
     }
-    if pretrained:
-        from xvit.weights import load_pretrained
-
-        load_pretrained(model, pretrained)
     return model

@@ -18,8 +18,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from xvit.layers import Attention, Block, build_head, mix_offsets, temporal_shift
-from xvit.models.base import VideoModel, register_family, resize_temporal_embed
+from xvit.models.layers import Attention, Block, build_head, mix_offsets, resize_temporal_embed, temporal_shift
+from xvit.models.base import VideoModel, register_family
 
 MIX_BLOCK_CHOICES = ("all", "none", "first_half", "second_half", "odd", "even")
 
@@ -51,19 +51,7 @@ class VideoTransformer(VideoModel):
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        in_chans: int = 3,
-        num_frames: int = 8,
-        num_classes: int = 400,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
+        *,
         mix: str | None = "kv",
         shift_div: int = 4,
         t_w: int = 1,
@@ -74,25 +62,26 @@ class VideoTransformer(VideoModel):
         head: str = "attn",
         head_depth: int = 1,
         fused_attn: bool = True,
+        **vit_args,
     ) -> None:
         """``shift_div``: 1/ρ per mixed direction (4: ρ = 50%, the SSv2 default; 8: 25%, Kinetics).
         ``mix``: ``"kv"`` (paper), ``"k"``, ``"v"`` or None. ``tsm_shift_div``: > 0 makes TSM-ViT
-        (1/div of channels from t-1 and from t+1 before every block; 8 in TSM)."""
-        super().__init__(img_size, patch_size, in_chans, embed_dim, num_frames, num_classes)
+        (1/div of channels from t-1 and from t+1 before every block; 8 in TSM). ``vit_args``: the
+        shared ViT arguments of ``VideoModel`` (sizes, dropouts, drop path)."""
+        super().__init__(**vit_args)
+        dim, depth = self.embed_dim, self.depth
         self.mixing_blocks = resolve_mix_blocks(mix_blocks, depth) if mix else frozenset()
-        self.tsm_fold = embed_dim // tsm_shift_div if tsm_shift_div else 0
-        self.temp_embed = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim)) if temporal_embed else None
-        self.pos_drop = nn.Dropout(drop_rate)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth decay rule
+        self.tsm_fold = dim // tsm_shift_div if tsm_shift_div else 0
+        self.temp_embed = nn.Parameter(torch.zeros(1, self.num_frames, 1, dim)) if temporal_embed else None
         self.blocks = nn.ModuleList(
             Block(
-                embed_dim,
-                num_heads,
-                mlp_ratio,
-                qkv_bias,
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=dpr[i],
+                dim,
+                self.num_heads,
+                self.mlp_ratio,
+                self.qkv_bias,
+                drop=self.drop_rate,
+                attn_drop=self.attn_drop_rate,
+                drop_path=self.drop_path_rates[i],
                 attn_layer=partial(
                     Attention,
                     mix=mix if i in self.mixing_blocks else None,
@@ -104,8 +93,7 @@ class VideoTransformer(VideoModel):
             )
             for i in range(depth)
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = build_head(head, embed_dim, num_heads, num_classes, head_depth, drop_rate, fused_attn)
+        self.head = build_head(head, dim, self.num_heads, self.num_classes, head_depth, self.drop_rate, fused_attn)
         self.init_weights()
 
     def zero_init_params(self) -> set[str]:

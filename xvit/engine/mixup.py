@@ -1,4 +1,5 @@
-"""Mixup / CutMix for video clips and label-smoothed soft targets (SPEC §6: label smoothing 0.3, mixup 0.4).
+"""Mixup / CutMix for video clips and label-smoothed soft targets (paper §4 recipe:
+label smoothing 0.3, mixup 0.4 on Kinetics-400).
 
 Clips are ``(B, C, T, H, W)``. Mixup blends each clip with the clip at the mirrored batch position
 (``x.flip(0)``); CutMix pastes one box, the **same box on every frame and channel**, over axes H, W

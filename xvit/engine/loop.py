@@ -1,8 +1,8 @@
 """Training engine: one epoch of mixed-precision, gradient-accumulated, (distributed) training.
 
 ``train_one_epoch(...) -> dict`` in the MAE / DINOv2 style: it knows nothing about configs, files or
-run directories; the caller (``xvit.train``) passes a callback for step logging and checkpoints.
-Evaluation is ``xvit.evaluate.evaluate``.
+run directories; the caller (``xvit.engine.trainer``) passes a callback for step logging and
+checkpoints. Evaluation is ``xvit.engine.evaluate.evaluate``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from xvit import distributed as xdist
+from xvit.engine import distributed as xdist
 from xvit.errors import UserError
-from xvit.mixup import VideoMixup, soft_cross_entropy
+from xvit.engine.mixup import VideoMixup, soft_cross_entropy
+from xvit.progress import progress_bar
 
 
 def _no_sync(model: nn.Module, sync: bool):
@@ -61,8 +61,8 @@ def train_one_epoch(
     """
     model.train()
     world = xdist.world_size()
-    bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}", dynamic_ncols=True,
-               disable=not (progress and xdist.is_main()), leave=True)
+    bar = progress_bar(total=steps, initial=start_step, desc=f"epoch {epoch}",
+                       disable=not (progress and xdist.is_main()), leave=True)
     sums = {"loss": 0.0, "acc": 0.0, "n": 0}
     step, micro, clips, stopped = start_step, 0, 0, False
     t0 = last_t = time.perf_counter()

@@ -8,8 +8,9 @@ import time
 
 import torch
 
-from xvit.flops import model_cost
 from xvit.models import create_model, list_models
+from xvit.models.flops import model_cost
+from xvit.models.sizes import zoo_order
 
 DEFAULT_MODEL = "xvit_base_patch16_224"
 
@@ -21,19 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, default=400, help="number of classes (default 400)")
     p.add_argument("--no-forward", action="store_true", help="skip the forward pass on a random clip")
     p.add_argument("--table", nargs="?", const="*_patch*_224", metavar="PATTERN", help="markdown table of models matching PATTERN (default: the 224 px ones)")
-
-
-FAMILY_ORDER = ("xvit", "vit", "tsm_vit", "timesformer", "joint")
-
-
-def zoo_order(name: str) -> tuple:
-    """Sort key: family (X-ViT first), then size as in the registry's variant list."""
-    from xvit.models.base import VARIANTS
-
-    family = next((f for f in FAMILY_ORDER if name.startswith(f + "_")), "")
-    rest = name[len(family) + 1 :]
-    variants = [f"{s}_patch{p}_{i}" for s, p, i in VARIANTS]
-    return (FAMILY_ORDER.index(family) if family else 99, variants.index(rest) if rest in variants else 99, name)
 
 
 def cost_table(names: list[str], frames: list[int], img_size: int | None, classes: int) -> str:

@@ -6,7 +6,9 @@ config. Command-line overrides use dotted keys with YAML-parsed values (``optim.
 ``data.short_side_range=[256,320]``, ``model.options.head=avg``). Unknown keys and values of the
 wrong type raise ``UserError`` naming the key and its nearest valid spelling.
 
-Shipped configs live in ``xvit/configs/*.yaml`` (recipes of SPEC §6, the synthetic main job).
+Shipped configs live in ``xvit/configs/*.yaml`` (the recipes of the X-ViT paper §4 and its reference
+configs, and the synthetic main job). ``Config.clip_spec()`` and ``Config.augment()`` turn the
+``data``/``eval`` keys into the typed ``ClipSpec`` / ``Augment`` that the rest of the code reads.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Union
 
 import yaml
 
+from xvit.data.clip import Augment, ClipSpec, parse_views
 from xvit.errors import UserError
 
 DEFAULT_CONFIG = "synthetic"
@@ -122,6 +125,20 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def clip_spec(self, class_names: list[str] | tuple[str, ...] = ()) -> ClipSpec:
+        """The test-time pipeline of this run (``data.*`` and ``eval.views``), as checkpoints store it."""
+        d = self.data
+        return ClipSpec(num_frames=d.num_frames, sampling=d.sampling, frame_stride=d.frame_stride,
+                        crop_size=d.crop_size, short_side=d.test_short_side, mean=tuple(d.mean), std=tuple(d.std),
+                        views=parse_views(self.eval.views, key="eval.views"), class_names=tuple(class_names))
+
+    def augment(self, flip_label_map: dict[int, int] | None = None) -> Augment:
+        """The training augmentation of this run; ``flip_label_map`` defaults to ``data.flip_label_map``."""
+        d = self.data
+        return Augment(short_side_range=tuple(d.short_side_range), scale=None if d.scale is None else tuple(d.scale),
+                       auto_augment=d.auto_augment, random_erasing=d.random_erasing, hflip=d.hflip,
+                       flip_label_map=dict(flip_label_map or d.flip_label_map or {}))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -361,12 +378,4 @@ def validate_config(cfg: Config) -> None:
         raise UserError(f"data.mean and data.std need 3 values (RGB), got {cfg.data.mean} and {cfg.data.std}")
     if len(cfg.data.short_side_range) != 2:
         raise UserError(f"data.short_side_range needs [min, max], got {cfg.data.short_side_range}")
-    _parse_views(cfg.eval.views)
-
-
-def _parse_views(views: str) -> tuple[int, int]:
-    """'2x3' -> (2, 3) with a config-level error message."""
-    parts = str(views).lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise UserError(f"eval.views={views!r} is not valid; use CLIPSxCROPS, e.g. 1x3 or 2x3")
-    return int(parts[0]), int(parts[1])
+    parse_views(cfg.eval.views, key="eval.views")

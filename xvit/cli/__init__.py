@@ -1,7 +1,9 @@
-"""The ``xvit`` command: one subcommand per module, imported only when it runs.
+"""The ``xvit`` command: one subcommand per module of ``xvit.cli``, imported only when it runs.
 
-Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``; this file only
-wires them, so ``xvit --help`` stays fast and a broken optional import cannot break other commands.
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``: it parses, calls
+the library (``xvit.engine``, ``xvit.data``, ``xvit.models``, ``xvit.bench``) and prints. This
+file only wires them and imports neither torch nor timm, so ``xvit --help`` and ``xvit models``
+answer at once and a broken optional import cannot break other commands.
 """
 
 from __future__ import annotations
@@ -15,21 +17,20 @@ from xvit.errors import UserError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("xvit.info", "parameters, GFLOPs (multiply-adds) and a forward pass of a model"),
-    "models": ("xvit.info", "list the registered model names"),
-    "train": ("xvit.train", "train a model from a YAML config with key=value overrides"),
-    "eval": ("xvit.evaluate", "multi-view evaluation of a checkpoint (top-1/top-5, per-class)"),
-    "predict": ("xvit.predict", "class predictions for video files"),
-    "bench": ("xvit.bench", "inference / training speed, memory and FLOPs of several models"),
-    "make-synthetic": ("xvit.data.synthetic", "write the built-in synthetic temporal benchmark"),
-    "check-data": ("xvit.data.check", "scan a dataset for missing, unreadable or bad entries"),
-    "bench-data": ("xvit.data.bench", "measure data-loader clips/s (seek decode vs full decode)"),
+    "models": ("xvit.cli.models", "list the registered model names"),
+    "info": ("xvit.cli.info", "parameters, GFLOPs (multiply-adds) and a forward pass of a model"),
+    "train": ("xvit.cli.train", "train a model from a YAML config with key=value overrides"),
+    "eval": ("xvit.cli.eval", "multi-view evaluation of a checkpoint (top-1/top-5, per-class)"),
+    "predict": ("xvit.cli.predict", "class predictions for video files"),
+    "bench": ("xvit.cli.bench", "inference / training speed, memory and FLOPs of several models"),
+    "make-synthetic": ("xvit.cli.make_synthetic", "write the built-in synthetic temporal benchmark"),
+    "check-data": ("xvit.cli.check_data", "scan a dataset for missing, unreadable or bad entries"),
+    "bench-data": ("xvit.cli.bench_data", "measure data-loader clips/s (seek decode vs full decode)"),
 }
 
 
 def _load(name: str):
-    module_name, _ = COMMANDS[name]
-    return importlib.import_module(module_name)
+    return importlib.import_module(COMMANDS[name][0])
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == chosen and name != "models":
+        if name == chosen:
             _load(name).add_arguments(p)
     return parser
 
@@ -56,11 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command is None:
         parser.print_help()
-        return 0
-    if args.command == "models":
-        from xvit.models import list_models
-
-        print("\n".join(list_models()))
         return 0
     try:
         return int(_load(args.command).run(args) or 0)

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from xvit.engine.distributed import all_gather_tensor, is_dist
+
 log = logging.getLogger(__name__)
 _WARNED: set[tuple[int, int]] = set()  # (k, num_classes) pairs already warned about (once per process)
 
@@ -162,11 +164,9 @@ class ScoreAccumulator:
     def gather(self) -> None:
         """Merge the entries of all DDP ranks into every rank (no-op single-process).
 
-        Tensors travel through ``xvit.distributed.all_gather_tensor`` (padded ``all_gather``, no
+        Tensors travel through ``xvit.engine.distributed.all_gather_tensor`` (padded ``all_gather``, no
         pickle); repeated indices (sampler padding) are kept once.
         """
-        from xvit.distributed import all_gather_tensor, is_dist
-
         if not is_dist():
             return
         scores, labels, indices = self.result()

@@ -1,4 +1,5 @@
-"""Optimizer, weight-decay parameter groups and the per-step warm-up + cosine schedule (SPEC §6).
+"""Optimizer, weight-decay parameter groups and the per-step warm-up + cosine schedule
+(X-ViT paper §4: SGD, 5 warm-up epochs, cosine).
 
 The recipes of the paper use SGD (momentum 0.9, nesterov, lr 0.03 at batch 64, linearly scaled to
 the global batch) with 5 warm-up epochs and a cosine decay; AdamW is offered for small CPU runs.

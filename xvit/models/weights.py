@@ -1,4 +1,5 @@
-"""Loading weights into any model (SPEC §5), never silently dropping any.
+"""Loading weights into any model (paper §4: ImageNet ViT initialisation), never silently
+dropping any.
 
 Three sources are recognised:
 
@@ -26,9 +27,9 @@ from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 from xvit.errors import UserError
-from xvit.models.base import resize_temporal_embed
+from xvit.models.layers import resize_temporal_embed
 
-log = logging.getLogger("xvit.weights")
+log = logging.getLogger(__name__)
 
 REFERENCE_FRAMES_HINT = "base_model.temp_embed"
 

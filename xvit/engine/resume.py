@@ -1,8 +1,8 @@
-"""Training-state checkpoints and resume.
+"""Training-state checkpoints and resume (runs can be killed at any moment and continued).
 
-A run directory's ``checkpoints/`` holds, written atomically (temp file + ``os.replace``):
+A run directory's ``checkpoints/`` holds, written atomically (``xvit.engine.checkpoint.atomic_write``):
 
-- ``last.safetensors``: model weights + meta (``xvit.checkpoint.save_model``), loadable by eval/predict;
+- ``last.safetensors``: model weights + meta (``xvit.engine.checkpoint.save_model``), read by eval/predict;
 - ``last.state.pt``: everything else needed to continue exactly: optimizer, schedule, grad scaler,
   RNG states of every rank (python, numpy, torch, cuda), epoch, global step, the position inside
   the epoch, best val top-1. Only tensors, numbers, strings, lists and dicts, so it loads with
@@ -14,15 +14,14 @@ The state file is written after the weights and records their step; resume check
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from xvit.engine.checkpoint import atomic_write, read_meta
 from xvit.errors import UserError
 
 LAST_WEIGHTS = "last.safetensors"
@@ -57,18 +56,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` into a temp file of the same directory, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` that never leaves a half-written file (``atomic_write``)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def make_state(*, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, epoch: int, step_in_epoch: int,
@@ -140,13 +129,11 @@ def find_resume(mode: str, run_dir: str | Path) -> tuple[Path, Path] | None:
 def check_resume(resume: tuple[Path, Path], cfg: Any, num_classes: int, global_batch: int) -> dict[str, Any]:
     """Check a checkpoint fits this run (model, classes, frames, size, global batch); return its state.
 
-    ``cfg`` is the run's ``xvit.config.Config``; every mismatch is a UserError saying what to set.
+    ``cfg`` is the run's ``xvit.engine.config.Config``; every mismatch is a UserError saying what to set.
     """
-    from xvit.checkpoint import read_meta
-
     weights, state_path = resume
     meta = read_meta(weights)
-    model, step = meta.get("model") or {}, (meta.get("train") or {}).get("step")
+    model, step = meta.model, meta.train.get("step")
     wanted = {"name": (cfg.model.name, "model.name"), "num_classes": (num_classes, "model.num_classes"),
               "num_frames": (cfg.data.num_frames, "data.num_frames"), "img_size": (cfg.data.crop_size, "data.crop_size")}
     for key, (value, cfg_key) in wanted.items():

@@ -23,7 +23,7 @@ MIX_TARGETS = ("kv", "k", "v")
 def mix_offsets(t_w: int) -> tuple[int, ...]:
     """Frame offsets of the mixed channel groups for temporal window ``t_w``.
 
-    Group 0 comes from t+1, group 1 from t-1 (SPEC §1); ``t_w = 2`` adds t+2, t-2, and so on.
+    Group 0 comes from t+1, group 1 from t-1 (paper §3.2, Eq. 4); ``t_w = 2`` adds t+2, t-2, and so on.
     """
     if t_w < 1:
         raise ValueError(f"temporal window t_w must be >= 1, got {t_w}")
@@ -73,6 +73,19 @@ class _TemporalShift(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         return _TemporalShift.apply(grad, tuple(-o for o in ctx.offsets), ctx.fold), None, None
+
+
+def resize_temporal_embed(embed: Tensor, num_frames: int) -> Tensor:
+    """Linear interpolation of a (1, T0, 1, D) or (1, T0, D) temporal embedding to ``num_frames``."""
+    T0 = embed.shape[1]
+    if T0 == num_frames:
+        return embed
+    flat = embed.reshape(1, T0, -1).transpose(1, 2)  # (1, D', T0)
+    if T0 == 1:
+        out = flat.expand(-1, -1, num_frames)
+    else:
+        out = F.interpolate(flat, size=num_frames, mode="linear", align_corners=True)  # (1, D', T)
+    return out.transpose(1, 2).reshape(1, num_frames, *embed.shape[2:])
 
 
 class Attention(nn.Module):

@@ -1,0 +1,74 @@
+"""What ``xvit bench`` measures (supplement Table 1): the models by alias, the settings every
+worker process gets, and the schedule of timed phases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# alias -> (family, model options): X-ViT with the frame ViT's head isolates the mixing step.
+ALIASES: dict[str, tuple[str, dict]] = {
+    "xvit": ("xvit", {}),
+    "xvit-avg": ("xvit", {"head": "avg"}),
+    "vit": ("vit", {}),
+    "tsm": ("tsm_vit", {}),
+    "timesformer": ("timesformer", {}),
+    "joint": ("joint", {}),
+}
+PEERS = ("hf-timesformer", "hf-vivit")
+DEFAULT_MODELS = ["xvit", "xvit-avg", "vit", "tsm", "timesformer", "joint"]
+# the names of ``xvit.engine.runtime.DTYPES`` the bench takes; fp32: no autocast
+DTYPE_NAMES = ("fp32", "bf16", "fp16")
+PEER_INSTALL = "pip install 'xvit[bench]'  (or: pip install 'transformers>=4.40')"
+
+
+@dataclass
+class ModelSpec:
+    """One benchmarked model: ``label`` (alias or name), ``family`` ("xvit" or "hf"), registry
+    ``name`` (or the peer's alias) and extra ``create_model`` options."""
+
+    label: str
+    family: str
+    name: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class BenchConfig:
+    """Everything a worker needs to build and run its model (picklable)."""
+
+    device: str = "cpu"
+    dtype: str = "fp32"
+    compile: bool = False
+    sdpa: bool = True
+    threads: int = 1
+    img_size: int = 224
+    size: str = "base"  # ViT size of the peers
+    patch: int = 16
+    classes: int = 400
+    vivit_tubelet: int = 1  # temporal tubelet of HF ViViT (1: same tokens as ours; 2: ViViT's default)
+    seed: int = 0
+
+
+@dataclass
+class Schedule:
+    """Which phases run and how often: every frame count, inference at each batch size and one
+    training step size; ``warmup`` untimed passes, then ``repeats`` timed ones of ``iters`` each."""
+
+    frames: list[int]
+    batch_sizes: list[int]
+    train_batch_size: int
+    repeats: int = 3
+    warmup: int = 1
+    iters: int = 1
+    infer: bool = True
+    train: bool = True
+
+    def keys(self) -> list[tuple[str, int]]:
+        """The phases, ``(kind, batch)``: inference at each batch size, then the training step."""
+        keys = [("infer", b) for b in self.batch_sizes] if self.infer else []
+        return keys + ([("train", self.train_batch_size)] if self.train else [])
+
+    def settings(self) -> dict:
+        """The schedule's part of the JSON ``settings``."""
+        names = ("frames", "batch_sizes", "train_batch_size", "repeats", "warmup", "iters")
+        return {k: getattr(self, k) for k in names}

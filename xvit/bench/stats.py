@@ -1,0 +1,90 @@
+"""The numbers of supplement Table 1 from the raw timings: per phase the median over repeats and
+the spread ``(max - min) / median``, videos/s, latency and peak memory; between models the time
+ratios, of the medians and paired per repeat (which cancels drift common to a repeat)."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+
+log = logging.getLogger(__name__)
+
+# (a, b): report time(a) / time(b) when both were measured.
+RATIO_PAIRS = [
+    ("xvit", "vit"),
+    ("xvit-avg", "vit"),
+    ("tsm", "vit"),
+    ("timesformer", "xvit"),
+    ("joint", "xvit"),
+    ("hf-timesformer", "xvit"),
+    ("hf-vivit", "xvit"),
+    ("hf-timesformer", "timesformer"),
+    ("hf-vivit", "joint"),
+]
+
+
+def empty_phase(kind: str, batch: int, iters: int) -> dict:
+    """The record of one phase of one (model, frames) row, before any repeat."""
+    return {"kind": kind, "batch": batch, "iters": iters, "wall_s": [], "cpu_s": [], "mem_bytes": [], "error": None}
+
+
+def record(ph: dict, out: dict, timed: bool, label: str) -> None:
+    """Add a worker's answer to a phase: its times and memory if ``timed``, or its error."""
+    if "error" in out:
+        ph["error"] = out["error"]
+        log.warning("%s %s b%d failed: %s", label, ph["kind"], ph["batch"], out["error"])
+    elif timed:
+        ph["wall_s"].append(out["wall"])
+        ph["cpu_s"].append(out["cpu"])
+        ph["mem_bytes"].append(out["mem"])
+
+
+def summarise(row: dict) -> dict:
+    """Medians, spread, videos/s, latency and peak memory of every phase of one row."""
+    for ph in row["phases"].values():
+        walls = ph["wall_s"]
+        ok = bool(walls) and not ph["error"]
+        med = statistics.median(walls) if ok else None
+        mems = [m for m in ph["mem_bytes"] if m is not None]
+        ph.update(
+            median_s=med,
+            min_s=min(walls) if ok else None,
+            max_s=max(walls) if ok else None,
+            spread=(max(walls) - min(walls)) / med if ok else None,
+            cpu_median_s=statistics.median(ph["cpu_s"]) if ok else None,
+            videos_per_s=ph["batch"] / med if ok else None,
+            latency_ms=med * 1e3 if ok else None,
+            peak_mem_mb=max(mems) / 2**20 if ok and mems else None,
+        )
+    return row
+
+
+def compute_ratios(results: list[dict]) -> list[dict]:
+    """time(a) / time(b) per phase and frame count: of the medians, and paired per repeat."""
+    by_key = {(r["label"], r["frames"]): r for r in results}
+    out = []
+    for a, b in RATIO_PAIRS:
+        for frames in sorted({r["frames"] for r in results}):
+            ra, rb = by_key.get((a, frames)), by_key.get((b, frames))
+            if not ra or not rb or ra.get("error") or rb.get("error"):
+                continue
+            phases = {}
+            for key, pa in ra["phases"].items():
+                pb = rb["phases"].get(key)
+                if pb and pa["median_s"] is not None and pb["median_s"] is not None:
+                    phases[key] = {**_ratio(pa, pb, "wall_s", "wall"), **_ratio(pa, pb, "cpu_s", "cpu")}
+            out.append({"a": a, "b": b, "frames": frames, "gmacs_ratio": ra["gmacs"] / rb["gmacs"], "phases": phases})
+    return out
+
+
+def _ratio(pa: dict, pb: dict, times: str, name: str) -> dict:
+    """Ratio of the medians, of the minima (the least disturbed repeats), and the median / min /
+    max of the per-repeat (paired) ratios."""
+    paired = [x / y for x, y in zip(pa[times], pb[times])]
+    return {
+        name: statistics.median(pa[times]) / statistics.median(pb[times]),
+        f"{name}_of_min": min(pa[times]) / min(pb[times]),
+        f"{name}_paired_median": statistics.median(paired),
+        f"{name}_paired_min": min(paired),
+        f"{name}_paired_max": max(paired),
+    }

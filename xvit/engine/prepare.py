@@ -1,0 +1,203 @@
+"""Everything checked before a training run writes anything: data location (generating the
+synthetic benchmark once), datasets, labels, model options, pretrained and resume checkpoints,
+autocast dtype and CPU threads. ``prepare(cfg, dist) -> Prepared`` is what ``Trainer`` starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from xvit.data.datasets import build_dataset
+from xvit.data.synthetic import FLIP_LABEL_MAP, ensure_synthetic
+from xvit.engine import distributed as xdist
+from xvit.engine.checkpoint import read_meta
+from xvit.engine.config import Config
+from xvit.engine.resume import check_resume, find_resume
+from xvit.engine.runtime import available_cores, resolve_dtype
+from xvit.errors import UserError
+from xvit.models import create_model
+
+log = logging.getLogger("xvit.train")
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` built and checked."""
+
+    cfg: Config
+    data: dict  # resolved data location: format, root, train/val annotations, class_names, flip map
+    train_set: Dataset
+    val_set: Dataset | None
+    num_classes: int
+    class_names: list[str]
+    model: nn.Module
+    steps_per_epoch: int
+    resume: tuple[Path, Path] | None  # (weights, state) to continue from
+    amp_dtype: torch.dtype | None
+
+
+def prepare(cfg: Config, dist: xdist.DistInfo) -> Prepared:
+    """Resolve and check data, labels, model, resume checkpoint; write nothing into ``run_dir``."""
+    amp_dtype = resolve_amp(cfg.train.amp, dist.device)
+    data = resolve_data(cfg, dist)
+    train_set, val_set = build_datasets(cfg, data)
+    num_classes, class_names = check_labels(cfg, data, train_set, val_set)
+    global_batch = cfg.train.batch_size * dist.world_size * cfg.train.accum_steps
+    steps_per_epoch = len(train_set) // (cfg.train.batch_size * dist.world_size) // cfg.train.accum_steps
+    if steps_per_epoch < 1:
+        raise UserError(f"the training set has {len(train_set)} videos, fewer than one global batch of {global_batch} "
+                        f"(train.batch_size={cfg.train.batch_size} x {dist.world_size} processes x "
+                        f"train.accum_steps={cfg.train.accum_steps}); lower train.batch_size")
+    resume = find_resume(cfg.train.resume, cfg.run_dir)
+    if resume is not None:
+        check_resume(resume, cfg, num_classes, global_batch)
+    model = build_model(cfg, num_classes, pretrained=None if resume else cfg.model.pretrained)
+    return Prepared(cfg, data, train_set, val_set, num_classes, class_names, model, steps_per_epoch, resume, amp_dtype)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """``train.amp`` -> autocast dtype. auto: bf16 on CUDA (fp16 without bf16 support), float32 on CPU."""
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("train.amp=fp16 needs a CUDA device (GradScaler); use train.amp=bf16 or none on CPU")
+    return resolve_dtype(amp, "train.amp")
+
+
+def resolve_data(cfg: Config, dist: xdist.DistInfo) -> dict:
+    """Where the data is: generate/cache the synthetic set, or check the configured paths exist."""
+    d = cfg.data
+    if d.format == "synthetic":
+        cache = Path(d.cache_dir).expanduser()
+        if dist.rank == 0:  # rank 0 generates, the others read the finished cache
+            root = ensure_synthetic(cache, progress=cfg.train.progress, **d.synthetic)
+        xdist.barrier()
+        if dist.rank != 0:
+            root = ensure_synthetic(cache, progress=False, **d.synthetic)
+        return {"format": "list", "root": str(root), "train_annotations": str(root / "train.txt"),
+                "val_annotations": str(root / "val.txt"), "class_names": str(root / "classes.txt"),
+                "flip_label_map": d.flip_label_map or dict(FLIP_LABEL_MAP)}
+    if d.root is None:
+        raise UserError(f"data.root is not set; set data.root to the folder holding the {d.format} videos")
+    paths = {"data.root": d.root, "data.train_annotations": d.train_annotations,
+             "data.val_annotations": d.val_annotations}
+    if isinstance(d.class_names, str):
+        paths["data.class_names"] = d.class_names
+    for key, value in paths.items():
+        if value is not None and not Path(value).expanduser().exists():
+            raise UserError(f"{key}={value} does not exist; set {key}= to an existing path")
+    return {"format": d.format, "root": d.root, "train_annotations": d.train_annotations,
+            "val_annotations": d.val_annotations, "class_names": d.class_names, "flip_label_map": d.flip_label_map}
+
+
+def build_datasets(cfg: Config, data: dict) -> tuple[Dataset, Dataset | None]:
+    """Training set (augmented) and, if evaluation is on, the multi-view validation set."""
+    common = dict(format=data["format"], root=data["root"], class_names=data["class_names"], clip=cfg.clip_spec(),
+                  seed=cfg.seed)
+    train_set = _build_split("train", data["train_annotations"], common,
+                             dict(augment=cfg.augment(data["flip_label_map"])))
+    val_set = None
+    if cfg.eval.enabled or cfg.eval.every > 0:
+        if data["val_annotations"] is None and data["format"] in ("list", "kinetics", "ssv2"):
+            raise UserError("eval is on but data.val_annotations is not set; set it, or set eval.enabled=false")
+        if common["class_names"] is None:  # the val split uses the classes found in the training split
+            common = {**common, "class_names": list(train_set.class_names)}
+        val_set = _build_split("val", data["val_annotations"], common, {})
+    return train_set, val_set
+
+
+def _build_split(split: str, annotations: str | None, common: dict, extra: dict) -> Dataset:
+    if common["format"] == "folder" and annotations is not None:  # folder format: the split's own root
+        common, annotations = {**common, "root": annotations}, None
+    try:
+        dataset = build_dataset(split, annotations=annotations, **common, **extra)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        raise UserError(f"{split} data ({annotations or common['root']}): {err}; check data.root and "
+                        f"data.{split}_annotations") from None
+    if len(dataset) == 0:
+        raise UserError(f"the {split} split ({annotations or common['root']}) holds no videos; check data.{split}_annotations")
+    return dataset
+
+
+def check_labels(cfg: Config, data: dict, train_set: Dataset, val_set: Dataset | None) -> tuple[int, list[str]]:
+    """The number of classes (``model.num_classes`` or the data's); every label must be in range."""
+    data_classes = int(train_set.num_classes)
+    num_classes = cfg.model.num_classes or data_classes
+    for split, dataset, ann in (("train", train_set, data["train_annotations"]), ("val", val_set, data["val_annotations"])):
+        if dataset is None:
+            continue
+        for sample in dataset.samples:
+            if not 0 <= int(sample.label) < num_classes:
+                fix = (f"set model.num_classes to at least {int(sample.label) + 1} or fix the annotation"
+                       if cfg.model.num_classes else "fix the annotation or the class list (data.class_names)")
+                where = getattr(sample, "origin", None) or f"{ann}: {sample.path}"
+                raise UserError(f"{split} data {where}: label {sample.label} is outside 0..{num_classes - 1} "
+                                f"(the {num_classes} classes of the training data); {fix}")
+    names = list(getattr(train_set, "class_names", None) or [])
+    if len(names) != num_classes:
+        names = names[:num_classes] + [str(i) for i in range(len(names), num_classes)]
+    return num_classes, names
+
+
+def build_model(cfg: Config, num_classes: int, pretrained: str | None) -> nn.Module:
+    """``create_model`` with the config's options; pretrained weights checked against data and config."""
+    if pretrained is not None:
+        check_pretrained(pretrained, cfg, num_classes)
+    options = {"drop_rate": cfg.model.drop_rate, "drop_path_rate": cfg.model.drop_path_rate, **cfg.model.options}
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank and whatever ran before
+    try:
+        return create_model(cfg.model.name, num_frames=cfg.data.num_frames, num_classes=num_classes,
+                            img_size=cfg.data.crop_size, pretrained=pretrained, **options)
+    except TypeError as err:  # an option the model family does not take
+        raise UserError(f"model {cfg.model.name} rejected model.options {cfg.model.options}: {err}; "
+                        "remove the option (see docs/training.md for each family's options)") from None
+
+
+def check_pretrained(path: str, cfg: Config, num_classes: int) -> None:
+    """An xvit checkpoint as ``pretrained`` must match the data's classes and the config's frames.
+
+    (timm ImageNet ViT weights have no xvit metadata: their head is replaced, frames do not apply.)
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"model.pretrained={path} does not exist; download the timm ViT checkpoint "
+                        "(e.g. vit_base_patch16_224.augreg_in21k) and set model.pretrained to its path")
+    if file.suffix != ".safetensors":
+        return
+    try:
+        meta = read_meta(file)
+    except UserError:
+        return  # a plain safetensors state dict (timm format)
+    m = meta.model
+    if m.get("num_classes") not in (None, num_classes):
+        raise UserError(f"model.pretrained={path} predicts {m['num_classes']} classes but the data has {num_classes}; "
+                        f"train on data with {m['num_classes']} classes, or use an image (timm) checkpoint to start anew")
+    if m.get("num_frames") not in (None, cfg.data.num_frames):
+        raise UserError(f"model.pretrained={path} was trained with {m['num_frames']} frames but data.num_frames="
+                        f"{cfg.data.num_frames}; set data.num_frames={m['num_frames']}")
+
+
+def cpu_threads(cfg: Config, dist: xdist.DistInfo) -> int | None:
+    """``train.threads``, or on CPU the cores of this process minus its data-loader workers.
+
+    Oversubscribing the cores (torch's default uses all of them, and every worker needs one too)
+    made CPU training 5-8x slower on a 2-core machine.
+    """
+    if cfg.train.threads or dist.device.type != "cpu":
+        return cfg.train.threads
+    cores = available_cores()
+    per_process = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
+    threads = max(1, per_process - cfg.data.num_workers)
+    if dist.rank == 0:
+        log.info("CPU: %d torch threads per process (%d cores / process - %d data workers; set train.threads to change)",
+                 threads, per_process, cfg.data.num_workers)
+    return threads

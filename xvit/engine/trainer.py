@@ -1,0 +1,357 @@
+"""One training run: ``Trainer`` owns the model, optimizer, schedule, loaders, logger and
+checkpoints of a run and ``fit()`` trains, checkpoints and evaluates it (MAE / DINOv2 style: the
+epoch itself is ``xvit.engine.loop.train_one_epoch``, evaluation ``xvit.engine.evaluate``).
+
+A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/`` (``last`` /
+``best`` safetensors with their ``CheckpointMeta``, ``last.state.pt``), ``tb/`` (TensorBoard),
+``metrics.jsonl`` and ``results.json``. Under ``torchrun`` it runs DDP; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from xvit.data.datasets import collate_views
+from xvit.engine import distributed as xdist
+from xvit.engine.checkpoint import CheckpointMeta, save_model
+from xvit.engine.evaluate import evaluate
+from xvit.engine.loop import train_one_epoch
+from xvit.engine.mixup import VideoMixup
+from xvit.engine.optim import WarmupCosine, build_optimizer, scaled_lr
+from xvit.engine.prepare import Prepared
+from xvit.engine.resume import LAST_STATE, LAST_WEIGHTS, atomic_torch_save, load_state, make_state, rng_state, set_rng_state
+from xvit.engine.runtime import seed_everything
+from xvit.models.flops import count_params
+
+log = logging.getLogger("xvit.train")
+
+
+class EpochSeeded(Dataset):
+    """Wraps a training set so that item ``i`` of epoch ``e`` draws its augmentation from a seed of (seed, e, i).
+
+    The transforms use the global torch/numpy/python generators; here they are seeded per item
+    and restored afterwards, so an item's augmentation does not depend on which worker or rank
+    loads it, nor on where a resumed run starts: what makes mid-epoch resume and 1-vs-N-process
+    runs reproducible.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+        with _forked_rng():
+            random.seed(item_seed)
+            np.random.seed(item_seed)
+            torch.default_generator.manual_seed(item_seed)  # CPU only: never touches a CUDA generator
+            return self.dataset[index]
+
+
+@contextlib.contextmanager
+def _forked_rng():
+    """Restore the CPU generators of python, numpy and torch on exit."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def make_train_loader(prep: Prepared, dist: xdist.DistInfo) -> tuple[DataLoader, xdist.ResumableSampler, EpochSeeded]:
+    """Shuffled (seed + epoch), per-rank, drop-last loader whose sampler can start mid-epoch."""
+    cfg = prep.cfg
+    dataset = EpochSeeded(prep.train_set, cfg.seed)
+    sampler = xdist.ResumableSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, seed=cfg.seed)
+    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+                        drop_last=True, pin_memory=dist.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed))  # not the global generator
+    return loader, sampler, dataset
+
+
+def make_val_loader(prep: Prepared, dist: xdist.DistInfo) -> DataLoader | None:
+    """Multi-view validation loader; each video on exactly one rank (``ShardSampler``)."""
+    if prep.val_set is None:
+        return None
+    cfg = prep.cfg
+    workers = cfg.data.num_workers if cfg.eval.num_workers is None else cfg.eval.num_workers
+    sampler = xdist.ShardSampler(prep.val_set, dist.world_size, dist.rank)
+    return DataLoader(prep.val_set, batch_size=cfg.eval.batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_views, pin_memory=dist.device.type == "cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# logging
+
+
+class RunLogger:
+    """``metrics.jsonl`` (one JSON object per line) and TensorBoard scalars in ``tb/``; rank 0 only."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, purge_step: int | None = None):
+        self.enabled = enabled
+        self.file = open(run_dir / "metrics.jsonl", "a") if enabled else None
+        self.writer = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # slow to import: only when logging to TensorBoard
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+
+    def log(self, kind: str, step: int, values: dict) -> None:
+        """Append ``{"kind": kind, "global_step": step, **values}``; scalars go to TensorBoard as ``kind/key``."""
+        if not self.enabled:
+            return
+        clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()}
+        self.file.write(json.dumps({"kind": kind, "global_step": step, "time": round(time.time(), 3), **clean}) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in clean.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                    self.writer.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# the training loop
+
+
+class Trainer:
+    """Owns model, optimizer, schedule, loaders and logger of one run; ``fit()`` trains and evaluates it."""
+
+    def __init__(self, prep: Prepared, dist: xdist.DistInfo, run_dir: Path):
+        cfg, t, o = prep.cfg, prep.cfg.train, prep.cfg.optim
+        self.prep, self.cfg, self.dist, self.run_dir = prep, cfg, dist, run_dir
+        self.main = dist.rank == 0
+        self.model = prep.model.to(dist.device)
+        self.net = self.model
+        if dist.world_size > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        self.global_batch = t.batch_size * dist.world_size * t.accum_steps
+        self.lr = scaled_lr(o.lr, self.global_batch, o.lr_base_batch)
+        self.optimizer = build_optimizer(self.model, name=o.name, lr=self.lr, weight_decay=o.weight_decay,
+                                         momentum=o.momentum, nesterov=o.nesterov, betas=tuple(o.betas))
+        self.total_steps = prep.steps_per_epoch * t.epochs
+        self.scheduler = WarmupCosine(self.optimizer, total_steps=self.total_steps,
+                                      warmup_steps=round(o.warmup_epochs * prep.steps_per_epoch), min_lr=o.min_lr)
+        self.scaler = torch.amp.GradScaler("cuda") if prep.amp_dtype == torch.float16 else None
+        self.mixer = VideoMixup(prep.num_classes, mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha,
+                                prob=t.mix_prob, switch_prob=t.mix_switch_prob, label_smoothing=t.label_smoothing)
+        self.loader, self.sampler, self.train_data = make_train_loader(prep, dist)
+        self.val_loader = make_val_loader(prep, dist)
+        self.epoch, self.step_in_epoch, self.best_top1, self.elapsed_before = 0, 0, None, 0.0
+        self.finished = False
+        if prep.resume is not None:
+            self._restore(*prep.resume)
+        else:  # each rank its own stream (mixup, dropout); the weights were initialised identically
+            seed_everything(cfg.seed + dist.rank)
+        self.logger = RunLogger(run_dir, enabled=self.main, tensorboard=t.tensorboard,
+                                purge_step=self.scheduler.last_step if prep.resume else None)
+        self.session_start, self.eval_seconds = time.perf_counter(), 0.0
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _meta(self, epoch: int) -> CheckpointMeta:
+        data = self.prep.data
+        return CheckpointMeta(
+            model=self.model.model_config,
+            clip=self.cfg.clip_spec(self.prep.class_names),
+            data={"format": data["format"], "root": data["root"], "val_annotations": data["val_annotations"]},
+            train={"epoch": epoch, "step": self.scheduler.last_step, "run_dir": str(self.run_dir),
+                   "global_batch": self.global_batch, "lr": self.lr, "config": self.cfg.to_dict()})
+
+    def elapsed(self) -> float:
+        """Training seconds of this run so far (evaluations excluded), over all its sessions."""
+        return self.elapsed_before + time.perf_counter() - self.session_start - self.eval_seconds
+
+    def checkpoint(self, epoch: int, step_in_epoch: int) -> None:
+        """Write last.safetensors + last.state.pt (all ranks take part: their RNG states are gathered)."""
+        rngs = xdist.all_gather_object(rng_state())
+        if self.main:
+            folder = self.run_dir / "checkpoints"
+            meta = self._meta(epoch)
+            save_model(folder / LAST_WEIGHTS, self.model, meta)
+            state = make_state(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, epoch=epoch,
+                               step_in_epoch=step_in_epoch, global_step=self.scheduler.last_step,
+                               best_top1=self.best_top1, rng=rngs, world_size=self.dist.world_size,
+                               global_batch=self.global_batch, finished=self.finished, elapsed_s=self.elapsed())
+            atomic_torch_save(state, folder / LAST_STATE)
+            if self.cfg.train.keep_epoch_ckpts and step_in_epoch == 0:
+                save_model(folder / f"epoch_{epoch:03d}.safetensors", self.model, meta)
+        xdist.barrier()
+
+    def _restore(self, weights: Path, state_path: Path) -> None:
+        """Load weights, optimizer, schedule, scaler, position and RNG states from a checkpoint."""
+        self.model.load_state_dict(load_file(str(weights), device=str(self.dist.device)), strict=True)
+        state = load_state(state_path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self.best_top1 = None if state["best_top1"] < 0 else float(state["best_top1"])
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.finished = self.epoch >= self.cfg.train.epochs  # train.epochs may have been raised since
+        if len(state["rng"]) == self.dist.world_size:
+            set_rng_state(state["rng"][self.dist.rank])
+        else:
+            log.warning("checkpoint from %d processes, now %d: random streams re-seeded (not bit-exact)",
+                        len(state["rng"]), self.dist.world_size)
+            seed_everything(self.cfg.seed + self.dist.rank + 1000 * self.scheduler.last_step)
+        if self.main:
+            log.info("resumed %s at epoch %d, step %d of the epoch (global step %d)", weights, self.epoch,
+                     self.step_in_epoch, self.scheduler.last_step)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train the remaining epochs (evaluating every ``eval.every``), then the final evaluation."""
+        cfg, t = self.cfg, self.cfg.train
+        results_path = self.run_dir / "results.json"
+        if self.finished and results_path.is_file():
+            results = json.loads(results_path.read_text())
+            if self.main:
+                print(f"{self.run_dir} is already trained ({t.epochs} epochs); its results ({results_path}):")
+                self._print_results(results)
+            return results
+        self._log_start()
+        try:
+            while self.epoch < t.epochs:
+                stats = self._train_epoch()
+                if stats["stopped"]:
+                    return {"model": cfg.model.name, "stopped": True, "global_step": self.scheduler.last_step}
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                self.finished = self.epoch >= t.epochs
+                if cfg.eval.every and self.epoch % cfg.eval.every == 0 and not self.finished:
+                    self.evaluate()
+                self.checkpoint(self.epoch, 0)
+            train_time = self.elapsed()
+            res = self.evaluate() if cfg.eval.enabled else {}
+            results = self._results(res, train_time)
+            if self.main:
+                results_path.write_text(json.dumps(results, indent=2) + "\n")
+                self._print_results(results)
+            return results
+        finally:
+            self.logger.close()
+
+    def _train_epoch(self) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        self.sampler.set_epoch(self.epoch)
+        self.train_data.set_epoch(self.epoch)
+        self.loader.generator.manual_seed(self.cfg.seed * 100_003 + self.epoch)  # worker seeds: by epoch
+        self.sampler.set_start(self.step_in_epoch * t.accum_steps * t.batch_size)
+        stats = train_one_epoch(
+            self.net, self.loader, self.optimizer, self.scheduler, mixer=self.mixer, device=self.dist.device,
+            epoch=self.epoch, steps=self.prep.steps_per_epoch, start_step=self.step_in_epoch,
+            accum_steps=t.accum_steps, clip_grad=cfg.optim.clip_grad, amp_dtype=self.prep.amp_dtype,
+            scaler=self.scaler, on_step=self._on_step, progress=t.progress)
+        if not stats["stopped"]:
+            self.logger.log("train_epoch", self.scheduler.last_step, {"epoch": self.epoch + 1, **stats})
+            if self.main:
+                log.info("epoch %d/%d: loss %.4f, train acc %.1f%%, lr %.2e, %.1f clips/s, %.0f s", self.epoch + 1,
+                         t.epochs, stats["loss"], stats["acc"], stats["lr"], stats["clips_per_s"], stats["time_s"])
+        return stats
+
+    def _on_step(self, info: dict) -> bool:
+        """Per optimizer step: log, checkpoint every ``ckpt_every_steps``, stop at ``stop_after_steps``."""
+        t, step = self.cfg.train, info["global_step"]
+        if step % t.log_every_steps == 0:
+            self.logger.log("train_step", step, info)
+        if t.stop_after_steps is not None and step >= t.stop_after_steps:
+            if self.main:
+                log.warning("train.stop_after_steps=%d reached: stopping without a checkpoint (debug)", step)
+            return True
+        if t.ckpt_every_steps and step % t.ckpt_every_steps == 0 and info["step_in_epoch"] < self.prep.steps_per_epoch:
+            self.checkpoint(self.epoch, info["step_in_epoch"])
+        return False
+
+    def evaluate(self) -> dict:
+        """Multi-view evaluation on the val split (``xvit.engine.evaluate.evaluate``); keeps best.safetensors."""
+        if self.val_loader is None:
+            return {}
+        start = time.perf_counter()
+        res = evaluate(self.net, self.val_loader, num_classes=self.prep.num_classes, device=self.dist.device,
+                       amp_dtype=self.prep.amp_dtype, distributed=self.dist.world_size > 1,
+                       progress=self.cfg.train.progress)
+        res["time_s"] = time.perf_counter() - start
+        self.eval_seconds += res["time_s"]
+        scalars = {k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing", "time_s")}
+        self.logger.log("val", self.scheduler.last_step, {"epoch": self.epoch, "views": self.cfg.eval.views, **scalars})
+        if self.main:
+            log.info("val (%s views) after epoch %d: top-1 %.2f%%, top-5 %.2f%%, mean class acc %.2f%% on %d videos "
+                     "(%d unreadable), %.0f s", self.cfg.eval.views, self.epoch, res["top1"], res["top5"],
+                     res["mean_class_acc"], res["num_videos"], res["num_missing"], res["time_s"])
+        if self.best_top1 is None or res["top1"] > self.best_top1:
+            self.best_top1 = res["top1"]
+            if self.main:
+                save_model(self.run_dir / "checkpoints" / "best.safetensors", self.model, self._meta(self.epoch))
+        return res
+
+    def _log_start(self) -> None:
+        if not self.main:
+            return
+        cfg, p = self.cfg, self.prep
+        params = count_params(self.model) / 1e6
+        scaled = f" (optim.lr={cfg.optim.lr} x {self.global_batch}/{cfg.optim.lr_base_batch})" if cfg.optim.lr_base_batch else ""
+        log.info("training %s (%.2fM params) on %d train / %s val videos, %d classes -> %s", cfg.model.name, params,
+                 len(p.train_set), len(p.val_set) if p.val_set is not None else "no", p.num_classes, self.run_dir)
+        log.info("%d epochs x %d steps, global batch %d (%d x %d processes x %d accum), %s lr %.3g%s, "
+                 "warm-up %g epochs + cosine, device %s, amp %s", cfg.train.epochs, p.steps_per_epoch,
+                 self.global_batch, cfg.train.batch_size, self.dist.world_size, cfg.train.accum_steps, cfg.optim.name,
+                 self.lr, scaled, cfg.optim.warmup_epochs, self.dist.device, p.amp_dtype or "off (float32)")
+
+    def _results(self, res: dict, train_time: float) -> dict:
+        params = count_params(self.model) / 1e6
+        out = {"model": self.cfg.model.name, "run_dir": str(self.run_dir), "epochs": self.cfg.train.epochs,
+               "global_step": self.scheduler.last_step, "params_m": round(params, 3),
+               "train_time_s": round(train_time, 1), "views": self.cfg.eval.views if res else None,
+               "best_top1": self.best_top1}
+        for key in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing"):
+            out[key] = res.get(key)
+        out["eval_time_s"] = round(res["time_s"], 1) if res else None
+        if res:
+            per_class = torch.as_tensor(res["per_class_acc"]).tolist()
+            out["per_class_acc"] = {n: (None if not np.isfinite(a) else round(a, 2))
+                                    for n, a in zip(self.prep.class_names, per_class)}
+        return out
+
+    def _print_results(self, r: dict) -> None:
+        if r.get("top1") is None:
+            print(f"{r['model']}: trained {r['epochs']} epochs in {format_duration(r['train_time_s'])} -> {self.run_dir}")
+            return
+        print(f"{r['model']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  mean class acc {r['mean_class_acc']:.2f}% "
+              f"({r['views']} views, {r['num_videos']} videos); trained in {format_duration(r['train_time_s'])} -> {self.run_dir}")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``95`` -> ``"1m 35s"``; None -> ``"-"``."""
+    if seconds is None:
+        return "-"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes}m {sec:02d}s" if minutes else f"{sec}s"

@@ -1,0 +1,32 @@
+"""``create_model``: build a registered model and, optionally, initialise it from a weights file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from xvit.models import joint, timesformer, xvit  # noqa: F401  (register the families)
+from xvit.models.registry import build_model
+from xvit.models.weights import load_pretrained
+
+
+def create_model(
+    name: str,
+    num_frames: int = 8,
+    num_classes: int = 400,
+    img_size: int | None = None,
+    pretrained: str | Path | None = None,
+    **options,
+) -> nn.Module:
+    """Build a registered model (``xvit.list_models()``), optionally from pretrained weights.
+
+    ``img_size`` defaults to the size in the model's name. ``pretrained`` is a path to a timm-format
+    image ViT checkpoint, a checkpoint of the public X-ViT reference code, or one written by xvit;
+    what was loaded and what was not is reported (``xvit.models.weights.load_pretrained``).
+    ``options`` are the family's keyword arguments (e.g. ``shift_div``, ``head``, ``depth``).
+    """
+    model = build_model(name, num_frames=num_frames, num_classes=num_classes, img_size=img_size, **options)
+    if pretrained:
+        load_pretrained(model, pretrained)
+    return model
