@@ -33,8 +33,11 @@ def test_list_file_space_comma_comments_and_root(tmp_path):
     ann.write_text("# path label\n\na/x.mp4 2\nb/y.mp4,0\n  with space.mp4 , 1  \n/abs/z.webm -1\n")
     samples, names = parse_list(ann, tmp_path / "videos")
     assert [(s.path, s.label) for s in samples] == [
-        (str(tmp_path / "videos/a/x.mp4"), 2), (str(tmp_path / "videos/b/y.mp4"), 0),
-        (str(tmp_path / "videos/with space.mp4"), 1), ("/abs/z.webm", -1)]
+        (str(tmp_path / "videos/a/x.mp4"), 2),
+        (str(tmp_path / "videos/b/y.mp4"), 0),
+        (str(tmp_path / "videos/with space.mp4"), 1),
+        ("/abs/z.webm", -1),
+    ]
     assert samples[0].origin == f"{ann}:3" and names == ["0", "1", "2"]
     samples, _ = parse_list(ann)  # default root: the list file's folder
     assert samples[0].path == str(tmp_path / "a/x.mp4")
@@ -44,7 +47,7 @@ def test_list_file_space_comma_comments_and_root(tmp_path):
 def test_list_file_malformed_line_names_file_and_line(tmp_path, line):
     ann = tmp_path / "bad.txt"
     ann.write_text(f"ok.mp4 0\n{line}\n")
-    with pytest.raises(UserError, match=rf"bad\.txt:2: expected 'PATH LABEL'"):
+    with pytest.raises(UserError, match=r"bad\.txt:2: expected 'PATH LABEL'"):
         parse_list(ann, tmp_path)
 
 
@@ -114,10 +117,18 @@ def test_ssv2_json(tmp_path):
     labels = {"Holding something next to something": "0", "Putting something onto something": "1"}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     entries = [
-        {"id": "78687", "label": "holding potato next to vicks vaporub bottle",
-         "template": "Holding [something] next to [something]", "placeholders": ["potato", "vicks"]},
-        {"id": "42326", "label": "putting a cup onto a plate",
-         "template": "Putting [something] onto [something]", "placeholders": ["a cup", "a plate"]},
+        {
+            "id": "78687",
+            "label": "holding potato next to vicks vaporub bottle",
+            "template": "Holding [something] next to [something]",
+            "placeholders": ["potato", "vicks"],
+        },
+        {
+            "id": "42326",
+            "label": "putting a cup onto a plate",
+            "template": "Putting [something] onto [something]",
+            "placeholders": ["a cup", "a plate"],
+        },
     ]
     (tmp_path / "train.json").write_text(json.dumps(entries))
     (tmp_path / "test.json").write_text(json.dumps([{"id": "1"}]))
@@ -125,7 +136,9 @@ def test_ssv2_json(tmp_path):
     samples, names = parse_ssv2_json(tmp_path / "train.json", tmp_path / "videos")
     assert names == ["Holding something next to something", "Putting something onto something"]
     assert [(s.path, s.label) for s in samples] == [
-        (str(tmp_path / "videos/78687.webm"), 0), (str(tmp_path / "videos/42326.mp4"), 1)]
+        (str(tmp_path / "videos/78687.webm"), 0),
+        (str(tmp_path / "videos/42326.mp4"), 1),
+    ]
     test, _ = parse_ssv2_json(tmp_path / "test.json", tmp_path / "videos")
     assert test[0].label == -1
     (tmp_path / "bad.json").write_text('[{"id": "1",\n "template": "Unknown [something]"}]')
@@ -155,15 +168,13 @@ def test_folder_format(tmp_path):
     (tmp_path / ".cache").mkdir()
     samples, names = parse_folder(tmp_path)
     assert names == ["bird", "cat", "dog"]
-    assert [(Path(s.path).name, s.label) for s in samples] == [
-        ("x.mkv", 0), ("c.avi", 1), ("a.MP4", 2), ("b.webm", 2)]
+    assert [(Path(s.path).name, s.label) for s in samples] == [("x.mkv", 0), ("c.avi", 1), ("a.MP4", 2), ("b.webm", 2)]
     with pytest.raises(UserError, match="not among"):
         parse_folder(tmp_path, class_names=["cat", "dog"])
 
 
 def test_load_annotations_dispatch_and_errors(tmp_path):
-    assert [detect_format(p) for p in ("a.csv", "a.json", "a.txt", tmp_path)] == [
-        "kinetics", "ssv2", "list", "folder"]
+    assert [detect_format(p) for p in ("a.csv", "a.json", "a.txt", tmp_path)] == ["kinetics", "ssv2", "list", "folder"]
     with pytest.raises(UserError, match="nope.txt does not exist"):
         load_annotations("list", tmp_path / "nope.txt", tmp_path)
     (tmp_path / "a.csv").write_text(KINETICS_CSV)
@@ -174,8 +185,12 @@ def test_load_annotations_dispatch_and_errors(tmp_path):
 
 
 def test_label_range_checks():
-    samples = [VideoSample("a", 0, "f:1"), VideoSample("b", 3, "f:2"), VideoSample("c", -1, "f:3"),
-               VideoSample("d", 7, "f:4")]
+    samples = [
+        VideoSample("a", 0, "f:1"),
+        VideoSample("b", 3, "f:2"),
+        VideoSample("c", -1, "f:3"),
+        VideoSample("d", 7, "f:4"),
+    ]
     assert [s.path for s in label_errors(samples, 3)] == ["b", "d"]
     assert [s.path for s in label_errors(samples, 3, allow_unlabelled=False)] == ["b", "c", "d"]
     with pytest.raises(UserError, match=r"f:2: label 3 is outside \[0, 3\).*2 of 4 samples"):

@@ -37,12 +37,35 @@ def test_check_video_kinds(vids, tmp_path):
 
 
 def test_check_data_reports_every_problem(vids, tmp_path, capsys):
-    lines = ["h264.mp4 0", "missing.mp4 1", "empty.mp4 0", "truncated.mp4 1", "audio_only.m4a 0",
-             "garbage.mp4 1", "truncated.webm 0", "short5.mp4 1", "vp9.webm 2", "h264.mp4 -1"]
+    lines = [
+        "h264.mp4 0",
+        "missing.mp4 1",
+        "empty.mp4 0",
+        "truncated.mp4 1",
+        "audio_only.m4a 0",
+        "garbage.mp4 1",
+        "truncated.webm 0",
+        "short5.mp4 1",
+        "vp9.webm 2",
+        "h264.mp4 -1",
+    ]
     ann = write_list(tmp_path, lines, ["a", "b"])
     out = tmp_path / "report.json"
-    code = main(["check-data", str(ann), "--root", str(vids["h264.mp4"].parent), "--class-names",
-                 str(tmp_path / "classes.txt"), "--workers", "2", "--json", str(out), "--no-progress"])
+    code = main(
+        [
+            "check-data",
+            str(ann),
+            "--root",
+            str(vids["h264.mp4"].parent),
+            "--class-names",
+            str(tmp_path / "classes.txt"),
+            "--workers",
+            "2",
+            "--json",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 1
     report = json.loads(out.read_text())
     assert report["counts"] == {"missing": 1, "unreadable": 4, "truncated": 1, "too_short": 1, "bad_label": 1}
@@ -57,8 +80,7 @@ def test_check_data_reports_every_problem(vids, tmp_path, capsys):
 
 def test_check_data_clean_dataset_exits_0(vids, tmp_path, capsys):
     ann = write_list(tmp_path, ["h264.mp4 0", "vp9.webm 1", "h264_bframes.mp4 1"])
-    code = main(["check-data", str(ann), "--root", str(vids["h264.mp4"].parent), "--workers", "1",
-                 "--no-progress"])
+    code = main(["check-data", str(ann), "--root", str(vids["h264.mp4"].parent), "--workers", "1", "--no-progress"])
     assert code == 0
     assert "checked 3 entries (3 distinct videos)" in capsys.readouterr().out
 
@@ -89,8 +111,23 @@ def test_make_bench_video_is_textured_h264(tmp_path):
 
 def test_bench_data_runs_end_to_end(vids, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench-data", str(vids["h264_long_gop.mp4"]), str(vids["vp9.webm"]), "--num-frames", "4",
-                 "--clips", "4", "--batch-size", "2", "--workers", "0", "--json", str(out)])
+    code = main(
+        [
+            "bench-data",
+            str(vids["h264_long_gop.mp4"]),
+            str(vids["vp9.webm"]),
+            "--num-frames",
+            "4",
+            "--clips",
+            "4",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert len(result["results"]) == 4  # 1 frame count x 2 samplings x 2 methods

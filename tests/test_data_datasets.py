@@ -62,8 +62,14 @@ def test_train_item_default_transform(vids):
 
 @pytest.mark.parametrize("sampling,step", [("dense", 3), ("segment", None)])
 def test_train_clip_frames_follow_the_sampler(vids, sampling, step):
-    ds = VideoDataset([sample(vids, "h264_bframes.mp4")], ["a"], num_frames=6, sampling=sampling,
-                      frame_stride=3, transform=keep_frames)
+    ds = VideoDataset(
+        [sample(vids, "h264_bframes.mp4")],
+        ["a"],
+        num_frames=6,
+        sampling=sampling,
+        frame_stride=3,
+        transform=keep_frames,
+    )
     for _ in range(5):
         ids = frame_ids(ds[0][0])
         if step:
@@ -74,8 +80,16 @@ def test_train_clip_frames_follow_the_sampler(vids, sampling, step):
 
 def test_test_views_decoded_once_equal_views_decoded_separately(vids, monkeypatch):
     path = vids["h264_long_gop.mp4"]
-    ds = VideoDataset([sample(vids, "h264_long_gop.mp4", 0)], ["a"], num_frames=4, sampling="segment",
-                      mode="test", transform=two_crops, num_clips=3, num_crops=2)
+    ds = VideoDataset(
+        [sample(vids, "h264_long_gop.mp4", 0)],
+        ["a"],
+        num_frames=4,
+        sampling="segment",
+        mode="test",
+        transform=two_crops,
+        num_clips=3,
+        num_crops=2,
+    )
     calls, real_get = [], VideoReader.get
     monkeypatch.setattr(VideoReader, "get", lambda self, idx: calls.append(list(idx)) or real_get(self, idx))
     views, label, index = ds[0]
@@ -89,9 +103,16 @@ def test_test_views_decoded_once_equal_views_decoded_separately(vids, monkeypatc
 
 
 def test_dense_test_clips_are_the_evenly_spaced_ones(vids):
-    ds = VideoDataset([sample(vids, "h264_long_gop.mp4")], ["a"], num_frames=3, sampling="dense",
-                      frame_stride=5, mode="test", num_clips=2,
-                      transform=lambda f: f.permute(3, 0, 1, 2)[None].float())
+    ds = VideoDataset(
+        [sample(vids, "h264_long_gop.mp4")],
+        ["a"],
+        num_frames=3,
+        sampling="dense",
+        frame_stride=5,
+        mode="test",
+        num_clips=2,
+        transform=lambda f: f.permute(3, 0, 1, 2)[None].float(),
+    )
     views, _, _ = ds[0]
     ids = [frame_ids(v.permute(1, 2, 3, 0).to(torch.uint8)) for v in views]
     assert ids == multi_clip_indices("dense", 150, 3, stride=5, num_clips=2)
@@ -122,8 +143,12 @@ def test_training_stops_with_a_clear_error_when_nearly_everything_is_bad(vids):
 
 
 def test_bad_videos_are_missing_in_test_mode(vids):
-    samples = [sample(vids, "h264.mp4", 1), sample(vids, "truncated_faststart.mp4", 0),
-               sample(vids, "empty.mp4", 1), sample(vids, "vp9.webm", 0)]
+    samples = [
+        sample(vids, "h264.mp4", 1),
+        sample(vids, "truncated_faststart.mp4", 0),
+        sample(vids, "empty.mp4", 1),
+        sample(vids, "vp9.webm", 0),
+    ]
     ds = VideoDataset(samples, ["a", "b"], num_frames=4, sampling="segment", mode="test", num_clips=2)
     items = [ds[i] for i in range(4)]
     assert items[1][0] is None and items[2][0] is None and ds.num_skipped == 2
@@ -137,8 +162,9 @@ def test_bad_videos_are_missing_in_test_mode(vids):
 
 def test_dataloader_workers_epochs_and_pickling(vids):
     samples = [sample(vids, "h264_long_gop.mp4", 0), sample(vids, "empty.mp4", 1)] * 2
-    ds = VideoDataset(samples, ["a", "b"], num_frames=4, sampling="dense", frame_stride=2,
-                      transform=keep_frames, seed=3)
+    ds = VideoDataset(
+        samples, ["a", "b"], num_frames=4, sampling="dense", frame_stride=2, transform=keep_frames, seed=3
+    )
     clone = pickle.loads(pickle.dumps(ds))
     assert clone.samples == ds.samples and clone._rng is None
 
@@ -159,7 +185,7 @@ def test_dataloader_workers_epochs_and_pickling(vids):
 def test_build_dataset_end_to_end(vids, tmp_path):
     pytest.importorskip("xvit.data.transforms")
     ann = tmp_path / "train.txt"
-    ann.write_text(f"h264.mp4 0\nvp9.webm 1\nmissing.mp4 1\n")
+    ann.write_text("h264.mp4 0\nvp9.webm 1\nmissing.mp4 1\n")
     (tmp_path / "classes.txt").write_text("zero\none\n")
     root = str(vids["h264.mp4"].parent)
     common = dict(format="list", root=root, annotations=str(ann), class_names=str(tmp_path / "classes.txt"))

@@ -70,8 +70,14 @@ def test_segment_short_video_repeats_frames_evenly():
 def test_dispatch_and_argument_errors():
     assert clip_indices("segment", 80, 8, mode="test") == segment_indices(80, 8, mode="test")
     assert clip_indices("dense", 80, 8, stride=2, mode="test") == dense_indices(80, 8, 2, mode="test")
-    for bad in (dict(sampling="random"), dict(num_video_frames=0), dict(num_frames=0), dict(mode="val"),
-                dict(clip_idx=2, num_clips=2), dict(stride=0)):
+    for bad in (
+        dict(sampling="random"),
+        dict(num_video_frames=0),
+        dict(num_frames=0),
+        dict(mode="val"),
+        dict(clip_idx=2, num_clips=2),
+        dict(stride=0),
+    ):
         args = dict(sampling="dense", num_video_frames=80, num_frames=8, stride=4, mode="test") | bad
         with pytest.raises(ValueError):
             clip_indices(args.pop("sampling"), args.pop("num_video_frames"), args.pop("num_frames"), **args)

@@ -11,8 +11,8 @@ import torch
 from videos import write_garbage, write_index_video
 
 import xvit
-from xvit.engine.checkpoint import save_model
 from xvit.cli import main
+from xvit.engine.checkpoint import save_model
 
 CLASSES = ["left", "right", "still"]
 NUM_FRAMES, SIZE = 4, 32
@@ -37,10 +37,23 @@ def make_checkpoint(path: Path, root: Path, **data_overrides) -> Path:
     """A nano X-ViT with 3 classes saved with the meta that ``xvit train`` writes."""
     torch.manual_seed(0)
     model = xvit.create_model("xvit_nano_patch8_32", num_frames=NUM_FRAMES, num_classes=len(CLASSES), img_size=SIZE)
-    data = {"class_names": CLASSES, "num_frames": NUM_FRAMES, "sampling": "segment", "frame_stride": 2,
-            "crop_size": SIZE, "test_short_side": None, "mean": [0.5] * 3, "std": [0.5] * 3, "format": "list",
-            "root": str(root), "val_annotations": str(root / "val.txt"), "test_views": "1x3",
-            "num_clips": 1, "num_crops": 3, **data_overrides}
+    data = {
+        "class_names": CLASSES,
+        "num_frames": NUM_FRAMES,
+        "sampling": "segment",
+        "frame_stride": 2,
+        "crop_size": SIZE,
+        "test_short_side": None,
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "format": "list",
+        "root": str(root),
+        "val_annotations": str(root / "val.txt"),
+        "test_views": "1x3",
+        "num_clips": 1,
+        "num_crops": 3,
+        **data_overrides,
+    }
     save_model(path, model, {"data": data, "train": {"epoch": 1, "step": 10}})
     return path
 
@@ -79,8 +92,11 @@ def test_eval_writes_reports(run, capsys):
 
     preds = json.loads((out_dir / "predictions.json").read_text())
     rows = _csv(out_dir / "predictions.csv")
-    assert len(preds) == 4 and len(rows) == 5 and rows[0][:7] == [
-        "index", "path", "label", "label_name", "predicted", "predicted_name", "correct"]
+    assert (
+        len(preds) == 4
+        and len(rows) == 5
+        and rows[0][:7] == ["index", "path", "label", "label_name", "predicted", "predicted_name", "correct"]
+    )
     assert [p["index"] for p in preds] == [0, 1, 3, 4]
     for p in preds:
         probs = [t["prob"] for t in p["topk"]]
@@ -105,8 +121,20 @@ def test_eval_writes_reports(run, capsys):
 def test_eval_views_sweep(run, tmp_path, capsys):
     ckpt, _ = run
     out = tmp_path / "sweep"
-    code = main(["eval", "--checkpoint", str(ckpt), "--views", "1x1,2x1,3x3", "--out", str(out),
-                 "--workers", "0", "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(ckpt),
+            "--views",
+            "1x1,2x1,3x3",
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     rows = list(csv.DictReader(open(out / "views.csv")))
     assert [r["views"] for r in rows] == ["1x1", "2x1", "3x3"]
@@ -134,8 +162,22 @@ def test_eval_class_mismatch_is_a_user_error(tmp_path, capsys):
     for name in ("cat", "dog"):
         (tmp_path / "folder" / name).mkdir(parents=True)
     (tmp_path / "folder" / "cat" / "a.mp4").write_bytes(b"")
-    assert main(["eval", "--checkpoint", str(ckpt), "--format", "folder", "--data-root",
-                 str(tmp_path / "folder"), "--workers", "0"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(ckpt),
+                "--format",
+                "folder",
+                "--data-root",
+                str(tmp_path / "folder"),
+                "--workers",
+                "0",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "cat" in err and "predicts 3 classes (left, right, still)" in err
 

@@ -9,10 +9,10 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_eval_cli import make_checkpoint, make_data
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from test_eval_cli import make_checkpoint, make_data
 from xvit.cli import main
 from xvit.engine.evaluate import evaluate
 
@@ -44,17 +44,19 @@ class ToyViews(Dataset):
 def collate(batch):
     """The ``collate_views`` contract: readable views stacked, unreadable indices listed."""
     ok = [b for b in batch if b[0] is not None]
-    return {"views": torch.stack([b[0] for b in ok]) if ok else torch.zeros(0, 2, NUM_CLASSES, 2, 4, 4),
-            "labels": torch.tensor([b[1] for b in ok], dtype=torch.long),
-            "indices": torch.tensor([b[2] for b in ok], dtype=torch.long),
-            "missing": [b[2] for b in batch if b[0] is None]}
+    return {
+        "views": torch.stack([b[0] for b in ok]) if ok else torch.zeros(0, 2, NUM_CLASSES, 2, 4, 4),
+        "labels": torch.tensor([b[1] for b in ok], dtype=torch.long),
+        "indices": torch.tensor([b[2] for b in ok], dtype=torch.long),
+        "missing": [b[2] for b in batch if b[0] is None],
+    }
 
 
 def _summary(res: dict) -> dict:
-    return {k: (None if isinstance(res[k], float) and math.isnan(res[k]) else res[k])
-            for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing", "missing")} | {
-        "scores": res["scores"].tolist(), "indices": res["indices"].tolist(),
-        "confusion": res["confusion"].tolist()}
+    return {
+        k: (None if isinstance(res[k], float) and math.isnan(res[k]) else res[k])
+        for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing", "missing")
+    } | {"scores": res["scores"].tolist(), "indices": res["indices"].tolist(), "confusion": res["confusion"].tolist()}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, ckpt: str) -> None:
@@ -64,14 +66,29 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, ckpt: str) -> N
         ds = ToyViews()
         loader = DataLoader(ds, batch_size=2, sampler=DistributedSampler(ds, shuffle=False), collate_fn=collate)
         seen = [int(i) for b in loader for i in [*b["indices"].tolist(), *b["missing"]]]
-        res = evaluate(ChannelMeanModel(), loader, num_classes=NUM_CLASSES, device="cpu",
-                       distributed=True, progress=False)
+        res = evaluate(
+            ChannelMeanModel(), loader, num_classes=NUM_CLASSES, device="cpu", distributed=True, progress=False
+        )
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
             json.dump(_summary(res) | {"seen": seen}, f)
         # the `xvit eval` command as torchrun runs it (its environment; the group already exists)
         os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
-        code = main(["eval", "--checkpoint", ckpt, "--device", "cpu", "--workers", "0", "--batch-size", "1",
-                     "--no-progress", "--out", f"{out_dir}/ddp_eval"])
+        code = main(
+            [
+                "eval",
+                "--checkpoint",
+                ckpt,
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+                "--batch-size",
+                "1",
+                "--no-progress",
+                "--out",
+                f"{out_dir}/ddp_eval",
+            ]
+        )
         assert code == 0
     finally:
         if dist.is_initialized():
@@ -81,15 +98,33 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, ckpt: str) -> N
 def test_two_process_gloo_equals_one_process(tmp_path):
     threads = torch.get_num_threads()
     ds = ToyViews()
-    single = evaluate(ChannelMeanModel(), DataLoader(ds, batch_size=3, collate_fn=collate),
-                      num_classes=NUM_CLASSES, device="cpu", progress=False)
+    single = evaluate(
+        ChannelMeanModel(),
+        DataLoader(ds, batch_size=3, collate_fn=collate),
+        num_classes=NUM_CLASSES,
+        device="cpu",
+        progress=False,
+    )
     assert single["num_videos"] == NUM_VIDEOS - len(MISSING) and single["missing"] == list(MISSING)
     make_data(tmp_path / "data", [0, 1, 2, 0, 1], bad=1)  # 5 videos: rank 0 gets 3, rank 1 gets 2
     ckpt = make_checkpoint(tmp_path / "ckpt.safetensors", tmp_path / "data", test_views="2x3")
     torch.set_num_threads(1)
     try:
-        assert main(["eval", "--checkpoint", str(ckpt), "--workers", "0", "--no-progress",
-                     "--out", str(tmp_path / "single_eval")]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--checkpoint",
+                    str(ckpt),
+                    "--workers",
+                    "0",
+                    "--no-progress",
+                    "--out",
+                    str(tmp_path / "single_eval"),
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(threads)
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from xvit.errors import UserError
 from xvit.engine import metrics
 from xvit.engine.evaluate import evaluate
 from xvit.engine.metrics import (
@@ -20,14 +19,16 @@ from xvit.engine.metrics import (
     per_class_accuracy,
     topk_accuracy,
 )
+from xvit.errors import UserError
 
 LOG2 = math.log(2.0)
 
 
 def test_aggregate_views_averages_softmax_not_logits():
     # video 0: view 0 uniform (1/3 each), view 1 logits (log 2, 0, 0) -> (1/2, 1/4, 1/4)
-    logits = torch.tensor([[[0.0, 0.0, 0.0], [LOG2, 0.0, 0.0]],
-                           [[0.0, 0.0, 100.0], [0.0, 0.0, 100.0]]])  # (B=2, V=2, K=3)
+    logits = torch.tensor(
+        [[[0.0, 0.0, 0.0], [LOG2, 0.0, 0.0]], [[0.0, 0.0, 100.0], [0.0, 0.0, 100.0]]]
+    )  # (B=2, V=2, K=3)
     scores = aggregate_views(logits)
     assert scores.shape == (2, 3) and scores.dtype == torch.float32
     torch.testing.assert_close(scores[0], torch.tensor([5 / 12, 7 / 24, 7 / 24]))
@@ -38,12 +39,14 @@ def test_aggregate_views_averages_softmax_not_logits():
 
 
 def test_topk_accuracy_hand_computed():
-    scores = torch.tensor([
-        [0.5, 0.2, 0.1, 0.1, 0.05, 0.05],  # label 0: top-1 hit
-        [0.1, 0.5, 0.2, 0.1, 0.05, 0.05],  # label 2: 2nd -> top-5 hit only
-        [0.3, 0.25, 0.2, 0.1, 0.1, 0.05],  # label 5: 6th -> miss
-        [0.1, 0.1, 0.1, 0.1, 0.1, 0.5],    # label 5: top-1 hit
-    ])
+    scores = torch.tensor(
+        [
+            [0.5, 0.2, 0.1, 0.1, 0.05, 0.05],  # label 0: top-1 hit
+            [0.1, 0.5, 0.2, 0.1, 0.05, 0.05],  # label 2: 2nd -> top-5 hit only
+            [0.3, 0.25, 0.2, 0.1, 0.1, 0.05],  # label 5: 6th -> miss
+            [0.1, 0.1, 0.1, 0.1, 0.1, 0.5],  # label 5: top-1 hit
+        ]
+    )
     acc = topk_accuracy(scores, torch.tensor([0, 2, 5, 5]), ks=(1, 2, 5))
     assert acc == pytest.approx({"top1": 50.0, "top2": 75.0, "top5": 75.0})
 
@@ -62,10 +65,7 @@ def test_confusion_and_per_class_accuracy_with_absent_class(caplog):
     labels = torch.tensor([0, 0, 0, 1, 1, 3])  # class 2 never appears
     preds = torch.tensor([0, 1, 0, 1, 1, 2])
     conf = confusion_matrix(preds, labels, 4)
-    expected = torch.tensor([[2, 1, 0, 0],
-                             [0, 2, 0, 0],
-                             [0, 0, 0, 0],
-                             [0, 0, 1, 0]])
+    expected = torch.tensor([[2, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]])
     assert torch.equal(conf, expected)
     per_class = per_class_accuracy(conf)
     assert per_class[:2].tolist() == pytest.approx([200 / 3, 100.0])
@@ -111,14 +111,34 @@ def _views(view_logits: list[list[list[float]]]) -> torch.Tensor:
 def test_evaluate_toy_model_hand_computed():
     # 3 classes, 2 views per video; dataset of 5 videos, index 3 unreadable, index 0 repeated (padding)
     batches = [
-        {"views": _views([[[LOG2, 0, 0], [0, 0, 0]],      # idx 0, label 0: (5/12, 7/24, 7/24) -> 0 ok
-                          [[0, 0, 0], [0, 5, 0]]]),        # idx 1, label 2: -> 1 wrong (2nd)
-         "labels": torch.tensor([0, 2]), "indices": torch.tensor([0, 1]), "missing": []},
-        {"views": _views([[[0, 0, 4], [0, 0, 4]]]),        # idx 2, label 2 -> 2 ok
-         "labels": torch.tensor([2]), "indices": torch.tensor([2]), "missing": [3]},
-        {"views": _views([[[0, 9, 0], [0, 9, 0]],          # idx 4, label 0 -> 1 wrong (2nd/3rd tie)
-                          [[0, 0, 9], [0, 0, 9]]]),        # idx 0 again, other scores: ignored
-         "labels": torch.tensor([0, 0]), "indices": torch.tensor([4, 0]), "missing": []},
+        {
+            "views": _views(
+                [
+                    [[LOG2, 0, 0], [0, 0, 0]],  # idx 0, label 0: (5/12, 7/24, 7/24) -> 0 ok
+                    [[0, 0, 0], [0, 5, 0]],
+                ]
+            ),  # idx 1, label 2: -> 1 wrong (2nd)
+            "labels": torch.tensor([0, 2]),
+            "indices": torch.tensor([0, 1]),
+            "missing": [],
+        },
+        {
+            "views": _views([[[0, 0, 4], [0, 0, 4]]]),  # idx 2, label 2 -> 2 ok
+            "labels": torch.tensor([2]),
+            "indices": torch.tensor([2]),
+            "missing": [3],
+        },
+        {
+            "views": _views(
+                [
+                    [[0, 9, 0], [0, 9, 0]],  # idx 4, label 0 -> 1 wrong (2nd/3rd tie)
+                    [[0, 0, 9], [0, 0, 9]],
+                ]
+            ),  # idx 0 again, other scores: ignored
+            "labels": torch.tensor([0, 0]),
+            "indices": torch.tensor([4, 0]),
+            "missing": [],
+        },
     ]
     model = ChannelMeanModel().train()
     res = evaluate(model, batches, num_classes=3, device="cpu", progress=False, chunk_size=3)
@@ -136,7 +156,11 @@ def test_evaluate_toy_model_hand_computed():
 
 
 def test_evaluate_rejects_clips_of_the_wrong_length():
-    batch = {"views": torch.zeros(1, 1, 3, 5, 4, 4), "labels": torch.tensor([0]),
-             "indices": torch.tensor([0]), "missing": []}
+    batch = {
+        "views": torch.zeros(1, 1, 3, 5, 4, 4),
+        "labels": torch.tensor([0]),
+        "indices": torch.tensor([0]),
+        "missing": [],
+    }
     with pytest.raises(UserError, match="5 frames.*num_frames=2"):
         evaluate(ChannelMeanModel(), [batch], num_classes=3, device="cpu", progress=False)

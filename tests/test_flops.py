@@ -26,11 +26,21 @@ def test_xvit_costs_eight_image_vits():
     assert model_cost("xvit_base_patch16_224", 16)["gmacs"] == pytest.approx(2 * xvit8, rel=0.01)
 
 
-@pytest.mark.parametrize("name,published", [("timesformer_base_patch16_224", 196), ("joint_base_patch16_224", 180), ("vit_base_patch16_224", 141), ("tsm_vit_base_patch16_224", 141)])
+@pytest.mark.parametrize(
+    "name,published",
+    [
+        ("timesformer_base_patch16_224", 196),
+        ("joint_base_patch16_224", 180),
+        ("vit_base_patch16_224", 141),
+        ("tsm_vit_base_patch16_224", 141),
+    ],
+)
 def test_baselines_close_to_published_counts(name, published):
     assert model_cost(name, 8)["gmacs"] == pytest.approx(published, rel=0.02)
 
 
 def test_params_of_base_models():
     assert model_cost("vit_base_patch16_224", 8)["params"] == pytest.approx(86.1e6, rel=0.01)
-    assert model_cost("xvit_base_patch16_224", 8)["params"] > model_cost("vit_base_patch16_224", 8)["params"]  # temporal head
+    assert (
+        model_cost("xvit_base_patch16_224", 8)["params"] > model_cost("vit_base_patch16_224", 8)["params"]
+    )  # temporal head

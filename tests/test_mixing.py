@@ -87,7 +87,10 @@ def test_head_major_channel_order():
     assert torch.equal(src_frame(k_heads[0, 2, 0, 1]), torch.full((8,), 2.0))  # head 1 unmixed
 
 
-@pytest.mark.parametrize("spec,expected", [("all", [0, 1, 2, 3]), ("first_half", [0, 1]), ("odd", [1, 3]), ("even", [0, 2]), ([0, -1], [0, 3]), ("none", [])])
+@pytest.mark.parametrize(
+    "spec,expected",
+    [("all", [0, 1, 2, 3]), ("first_half", [0, 1]), ("odd", [1, 3]), ("even", [0, 2]), ([0, -1], [0, 3]), ("none", [])],
+)
 def test_mixing_only_in_chosen_blocks(spec, expected):
     m = xvit.create_model("xvit_nano_patch8_32", num_frames=4, num_classes=3, depth=4, mix_blocks=spec)
     assert [i for i, b in enumerate(m.blocks) if b.attn.mix] == expected
@@ -103,7 +106,14 @@ def test_mixing_only_in_chosen_blocks(spec, expected):
 def timm_vit(depth=2, dim=32, heads=2, img=32, patch=8):
     torch.manual_seed(0)
     return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, num_classes=0
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=img,
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        num_classes=0,
     ).eval()
 
 

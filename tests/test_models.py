@@ -18,7 +18,14 @@ def tiny(name, num_frames=4, num_classes=5, **kw):
 
 def test_registry_lists_every_family_and_size():
     for family in ("xvit", "vit", "tsm_vit", "timesformer", "joint"):
-        for variant in ("tiny_patch16_224", "small_patch16_224", "base_patch16_224", "large_patch16_224", "base_patch32_224", "nano_patch8_32"):
+        for variant in (
+            "tiny_patch16_224",
+            "small_patch16_224",
+            "base_patch16_224",
+            "large_patch16_224",
+            "base_patch32_224",
+            "nano_patch8_32",
+        ):
             assert f"{family}_{variant}" in ALL
     assert xvit.list_models("xvit_*") == [n for n in ALL if n.startswith("xvit_")]
 

@@ -14,9 +14,9 @@ import torch
 from videos import write_garbage, write_index_video
 
 import xvit
-from xvit.engine.checkpoint import load_model, save_model
 from xvit.cli import main
 from xvit.data.decode import VideoDecodeError
+from xvit.engine.checkpoint import load_model, save_model
 from xvit.engine.predict import predict_video, video_views
 
 CLASSES = ["left", "right", "still", "zoom", "spin", "flash"]  # 6 classes: top-5 is a real top-5
@@ -27,9 +27,19 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
     model = xvit.create_model("xvit_nano_patch8_32", num_frames=4, num_classes=len(CLASSES), img_size=32)
-    meta = {"data": {"class_names": CLASSES, "num_frames": 4, "sampling": "dense", "frame_stride": 2,
-                     "crop_size": 32, "test_short_side": 36, "mean": [0.5] * 3, "std": [0.5] * 3,
-                     "test_views": "1x1"}}
+    meta = {
+        "data": {
+            "class_names": CLASSES,
+            "num_frames": 4,
+            "sampling": "dense",
+            "frame_stride": 2,
+            "crop_size": 32,
+            "test_short_side": 36,
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "test_views": "1x1",
+        }
+    }
     save_model(d / "model.safetensors", model, meta)
     good = [write_index_video(d / f"clip{i}.mp4", num_frames=12 + 4 * i, height=36, width=48) for i in range(2)]
     bad = write_garbage(d / "broken.mp4", 300)
@@ -84,8 +94,13 @@ def test_predict_subprocess_no_traceback(files):
     """The real command line (python -m xvit): a bad video is one line on stderr, exit 1."""
     ckpt, good, bad = files
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "xvit", "predict", str(bad), str(good[0]), "--checkpoint", str(ckpt)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xvit", "predict", str(bad), str(good[0]), "--checkpoint", str(ckpt)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.strip() and not re.match(r"\d\d:\d\d:\d\d ", ln)]
     assert len(errors) == 1 and errors[0].startswith(f"{bad}: ")  # log lines aside, one line

@@ -27,18 +27,39 @@ ATOL = 1e-5
 
 def _overrides(root: Path, run_dir: Path, batch_size: int) -> list[str]:
     values = {
-        "run_dir": str(run_dir), "compare": [], "model.name": "xvit_nano_patch8_32", "model.options": {"head": "attn"},
+        "run_dir": str(run_dir),
+        "compare": [],
+        "model.name": "xvit_nano_patch8_32",
+        "model.options": {"head": "attn"},
         # format=synthetic: rank 0 generates the cache, the other rank waits at a barrier
-        "data.format": "synthetic", "data.cache_dir": str(root),
+        "data.format": "synthetic",
+        "data.cache_dir": str(root),
         "data.synthetic": {"videos_per_class": 2, "num_frames": 8, "size": 32, "val_fraction": 0.5},
-        "data.num_frames": 4, "data.crop_size": 32, "data.short_side_range": [32, 40], "data.hflip": False,
-        "data.num_workers": 0, "optim.name": "sgd", "optim.lr": 0.1, "optim.lr_base_batch": None,
-        "optim.warmup_epochs": 1, "optim.clip_grad": 1.0, "train.epochs": 2, "train.batch_size": batch_size,
-        "train.amp": "none", "train.threads": 1, "train.progress": False, "train.deterministic": True,
-        "train.ckpt_every_steps": 2, "train.label_smoothing": 0.1, "eval.views": "2x1", "eval.batch_size": 3,
+        "data.num_frames": 4,
+        "data.crop_size": 32,
+        "data.short_side_range": [32, 40],
+        "data.hflip": False,
+        "data.num_workers": 0,
+        "optim.name": "sgd",
+        "optim.lr": 0.1,
+        "optim.lr_base_batch": None,
+        "optim.warmup_epochs": 1,
+        "optim.clip_grad": 1.0,
+        "train.epochs": 2,
+        "train.batch_size": batch_size,
+        "train.amp": "none",
+        "train.threads": 1,
+        "train.progress": False,
+        "train.deterministic": True,
+        "train.ckpt_every_steps": 2,
+        "train.label_smoothing": 0.1,
+        "eval.views": "2x1",
+        "eval.batch_size": 3,
     }
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in values.items()]
+    return [
+        f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for k, v in values.items()
+    ]
 
 
 def test_two_process_gloo_matches_one_process(tmp_path):
@@ -47,8 +68,17 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert main(["train", *_overrides(cache, tmp_path / "one", batch_size=4)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "xvit", "train", *_overrides(cache, tmp_path / "two", batch_size=2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "xvit",
+        "train",
+        *_overrides(cache, tmp_path / "two", batch_size=2),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-4000:]
     one = load_file(str(tmp_path / "one" / "checkpoints" / "last.safetensors"))

@@ -41,18 +41,39 @@ def tiny(tmp_path_factory) -> Path:
 def tiny_overrides(root: Path, run_dir: Path, **extra) -> list[str]:
     """``key=value`` overrides of a tiny CPU run on ``root/sub.txt`` (values YAML-dumped)."""
     values = {
-        "run_dir": str(run_dir), "compare": [], "model.name": "xvit_nano_patch8_32",
-        "data.format": "list", "data.root": str(root), "data.train_annotations": str(root / "sub.txt"),
-        "data.val_annotations": str(root / "sub.txt"), "data.class_names": str(root / "classes.txt"),
-        "data.num_frames": 8, "data.crop_size": 32, "data.short_side_range": [32, 32], "data.hflip": False,
-        "data.num_workers": 0, "optim.name": "adamw", "optim.lr": 3e-3, "optim.lr_base_batch": None,
-        "optim.weight_decay": 0.0, "optim.warmup_epochs": 1, "train.epochs": 1, "train.batch_size": 4,
-        "train.amp": "none", "train.threads": 1, "train.progress": False, "train.log_every_steps": 1,
-        "eval.views": "1x1", "eval.batch_size": 8, "eval.num_workers": 0,
+        "run_dir": str(run_dir),
+        "compare": [],
+        "model.name": "xvit_nano_patch8_32",
+        "data.format": "list",
+        "data.root": str(root),
+        "data.train_annotations": str(root / "sub.txt"),
+        "data.val_annotations": str(root / "sub.txt"),
+        "data.class_names": str(root / "classes.txt"),
+        "data.num_frames": 8,
+        "data.crop_size": 32,
+        "data.short_side_range": [32, 32],
+        "data.hflip": False,
+        "data.num_workers": 0,
+        "optim.name": "adamw",
+        "optim.lr": 3e-3,
+        "optim.lr_base_batch": None,
+        "optim.weight_decay": 0.0,
+        "optim.warmup_epochs": 1,
+        "train.epochs": 1,
+        "train.batch_size": 4,
+        "train.amp": "none",
+        "train.threads": 1,
+        "train.progress": False,
+        "train.log_every_steps": 1,
+        "eval.views": "1x1",
+        "eval.batch_size": 8,
+        "eval.num_workers": 0,
     }
     values.update({k.replace("__", "."): v for k, v in extra.items()})
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in values.items()]
+    return [
+        f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for k, v in values.items()
+    ]
 
 
 def train(root: Path, run_dir: Path, **extra) -> int:
@@ -67,8 +88,15 @@ def trained(tiny, tmp_path_factory) -> Path:
     return run_dir
 
 
-OVERFIT = dict(train__epochs=40, train__batch_size=8, optim__lr=5e-3, optim__warmup_epochs=5,
-               train__label_smoothing=0.0, train__ckpt_every_steps=25, model__options={"head": "avg"})
+OVERFIT = dict(
+    train__epochs=40,
+    train__batch_size=8,
+    optim__lr=5e-3,
+    optim__warmup_epochs=5,
+    train__label_smoothing=0.0,
+    train__ckpt_every_steps=25,
+    model__options={"head": "avg"},
+)
 
 
 def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
@@ -78,8 +106,13 @@ def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
     0.02-std linears start with ~20x smaller logits than the pooled head and need far more steps.
     """
     run_dir = tmp_path / "overfit"
-    rc = train(tiny, run_dir, data__train_annotations=str(tiny / "overfit4.txt"),
-               data__val_annotations=str(tiny / "overfit.txt"), **OVERFIT)
+    rc = train(
+        tiny,
+        run_dir,
+        data__train_annotations=str(tiny / "overfit4.txt"),
+        data__val_annotations=str(tiny / "overfit.txt"),
+        **OVERFIT,
+    )
     assert rc == 0
     results = json.loads((run_dir / "results.json").read_text())
     assert results["top1"] == 100.0 and results["num_videos"] == 8  # train set == eval set, eval-mode sampling
@@ -102,8 +135,16 @@ def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
     state = torch.load(run_dir / "checkpoints" / "last.state.pt", weights_only=True)
     assert state["finished"] and state["global_step"] == 160 and state["epoch"] == 40
     # running it again finds the finished run and only reports it
-    assert train(tiny, run_dir, data__train_annotations=str(tiny / "overfit4.txt"),
-                 data__val_annotations=str(tiny / "overfit.txt"), **OVERFIT) == 0
+    assert (
+        train(
+            tiny,
+            run_dir,
+            data__train_annotations=str(tiny / "overfit4.txt"),
+            data__val_annotations=str(tiny / "overfit.txt"),
+            **OVERFIT,
+        )
+        == 0
+    )
     assert "already trained" in capsys.readouterr().out
 
 
@@ -113,10 +154,22 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tiny, tmp_path):
     Mixup/cutmix (numpy RNG), drop path (torch RNG), random crops and random clip starts (seeded
     per item by (seed, epoch, index)) are all on: the RNG states must be restored to get the same weights.
     """
-    common = dict(train__epochs=2, train__batch_size=2, train__deterministic=True, eval__enabled=False,
-                  data__num_frames=4, data__sampling="dense", data__frame_stride=1,  # random start frame
-                  data__short_side_range=[32, 40], train__mixup_alpha=0.4, train__cutmix_alpha=1.0,
-                  train__label_smoothing=0.1, model__drop_path_rate=0.1, optim__name="sgd", optim__lr=0.05)
+    common = dict(
+        train__epochs=2,
+        train__batch_size=2,
+        train__deterministic=True,
+        eval__enabled=False,
+        data__num_frames=4,
+        data__sampling="dense",
+        data__frame_stride=1,  # random start frame
+        data__short_side_range=[32, 40],
+        train__mixup_alpha=0.4,
+        train__cutmix_alpha=1.0,
+        train__label_smoothing=0.1,
+        model__drop_path_rate=0.1,
+        optim__name="sgd",
+        optim__lr=0.05,
+    )
     assert train(tiny, tmp_path / "a", **common) == 0
     # 4 steps per epoch; checkpoints at steps 3 (mid-epoch 0), 4 (end of epoch 0), 6 (mid-epoch 1); killed at 7
     assert train(tiny, tmp_path / "b", train__ckpt_every_steps=3, train__stop_after_steps=7, **common) == 0
@@ -131,8 +184,10 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tiny, tmp_path):
     sa = torch.load(tmp_path / "a" / "checkpoints" / "last.state.pt", weights_only=True)
     sb = torch.load(tmp_path / "b" / "checkpoints" / "last.state.pt", weights_only=True)
     assert sa["global_step"] == sb["global_step"] == 8
-    assert all(torch.equal(sa["optimizer"]["state"][i]["momentum_buffer"], sb["optimizer"]["state"][i]["momentum_buffer"])
-               for i in sa["optimizer"]["state"])
+    assert all(
+        torch.equal(sa["optimizer"]["state"][i]["momentum_buffer"], sb["optimizer"]["state"][i]["momentum_buffer"])
+        for i in sa["optimizer"]["state"]
+    )
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -149,8 +204,12 @@ def _fails(capsys, rc: int, *needles: str) -> str:
 
 def test_unknown_keys_and_model(tiny, tmp_path, capsys):
     run_dir = tmp_path / "r"
-    _fails(capsys, main(["train", "train.epoch=3", f"run_dir={run_dir}"]), "unknown config key 'train.epoch'",
-           "did you mean 'train.epochs'")
+    _fails(
+        capsys,
+        main(["train", "train.epoch=3", f"run_dir={run_dir}"]),
+        "unknown config key 'train.epoch'",
+        "did you mean 'train.epochs'",
+    )
     _fails(capsys, train(tiny, run_dir, model__name="xvit_nano_patch8_3"), "xvit_nano_patch8_32")
     _fails(capsys, train(tiny, run_dir, compare=["vit_nano"]), "compare[0]")
     _fails(capsys, train(tiny, run_dir, model__options={"shift_dvi": 4}), "model.options")
@@ -169,9 +228,15 @@ def test_bad_data(tiny, tmp_path, capsys):
     val = tmp_path / "val.txt"
     val.write_text("videos/static_ring/00000.mp4 13\n")
     two = tmp_path / "two.txt"
-    two.write_text("".join(ln + "\n" for ln in (tiny / "sub.txt").read_text().splitlines() if ln.endswith((" 0", " 1"))))
-    _fails(capsys, train(tiny, run_dir, data__class_names=None, data__train_annotations=str(two),
-                         data__val_annotations=str(val)), "val.txt:1: label 13", "[0, 2)")
+    two.write_text(
+        "".join(ln + "\n" for ln in (tiny / "sub.txt").read_text().splitlines() if ln.endswith((" 0", " 1")))
+    )
+    _fails(
+        capsys,
+        train(tiny, run_dir, data__class_names=None, data__train_annotations=str(two), data__val_annotations=str(val)),
+        "val.txt:1: label 13",
+        "[0, 2)",
+    )
     _fails(capsys, train(tiny, run_dir, train__batch_size=64), "fewer than one global batch")
     assert not run_dir.exists()
 
@@ -179,26 +244,46 @@ def test_bad_data(tiny, tmp_path, capsys):
 def test_incompatible_checkpoints(tiny, trained, tmp_path, capsys):
     new = tmp_path / "new"
     ckpt = trained / "checkpoints" / "last.safetensors"
-    _fails(capsys, train(tiny, new, train__resume=str(trained), data__num_frames=4),
-           "num_frames=8", "data.num_frames=8")
+    _fails(
+        capsys, train(tiny, new, train__resume=str(trained), data__num_frames=4), "num_frames=8", "data.num_frames=8"
+    )
     _fails(capsys, train(tiny, new, model__pretrained=str(ckpt), data__num_frames=4), "8 frames", "data.num_frames=8")
     two = tmp_path / "two.txt"
-    two.write_text("".join(ln + "\n" for ln in (tiny / "sub.txt").read_text().splitlines() if ln.endswith((" 0", " 1"))))
-    _fails(capsys, train(tiny, new, model__pretrained=str(ckpt), data__class_names=None,
-                         data__train_annotations=str(two), data__val_annotations=str(two)), "14 classes", "has 2")
+    two.write_text(
+        "".join(ln + "\n" for ln in (tiny / "sub.txt").read_text().splitlines() if ln.endswith((" 0", " 1")))
+    )
+    _fails(
+        capsys,
+        train(
+            tiny,
+            new,
+            model__pretrained=str(ckpt),
+            data__class_names=None,
+            data__train_annotations=str(two),
+            data__val_annotations=str(two),
+        ),
+        "14 classes",
+        "has 2",
+    )
     _fails(capsys, train(tiny, new, model__pretrained=str(tmp_path / "vit.pth")), "vit.pth", "download")
     assert not new.exists()
     # the run directory of the existing run: a mismatching resume leaves it untouched
     before = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()}
-    _fails(capsys, train(tiny, trained, model__name="vit_nano_patch8_32"), "name=xvit_nano_patch8_32",
-           "model.name=xvit_nano_patch8_32")
+    _fails(
+        capsys,
+        train(tiny, trained, model__name="vit_nano_patch8_32"),
+        "name=xvit_nano_patch8_32",
+        "model.name=xvit_nano_patch8_32",
+    )
     _fails(capsys, train(tiny, trained, train__resume="never"), "already holds a checkpoint")
     assert {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file()} == before
 
 
 def test_gradient_accumulation_matches_larger_batch(tiny, tmp_path):
     """batch 2 x 2 accumulation steps == batch 4: same clips per optimizer step, same weights (atol 1e-6)."""
-    common = dict(train__epochs=2, eval__enabled=False, optim__name="sgd", optim__lr=0.1, data__short_side_range=[32, 40])
+    common = dict(
+        train__epochs=2, eval__enabled=False, optim__name="sgd", optim__lr=0.1, data__short_side_range=[32, 40]
+    )
     assert train(tiny, tmp_path / "big", train__batch_size=4, **common) == 0
     assert train(tiny, tmp_path / "acc", train__batch_size=2, train__accum_steps=2, **common) == 0
     big = load_file(str(tmp_path / "big" / "checkpoints" / "last.safetensors"))

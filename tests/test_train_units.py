@@ -11,18 +11,30 @@ import yaml
 from torch import nn
 
 from xvit.engine.config import Config, config_from_dict, load_config, parse_overrides, save_config, shipped_configs
-from xvit.errors import UserError
 from xvit.engine.mixup import VideoMixup, cutmix_box, smooth_one_hot, soft_cross_entropy
 from xvit.engine.optim import WarmupCosine, build_optimizer, lr_factor, param_groups, scaled_lr
+from xvit.errors import UserError
 
 # ------------------------------------------------------------------------------------------ config
 
 
 def test_override_parsing_yaml_values():
-    out = parse_overrides(["optim.lr=0.01", "data.hflip=false", "data.short_side_range=[256, 320]",
-                           "model.options.head=avg", "model.pretrained=null", "run_dir=runs/x"])
-    assert out == {"optim": {"lr": 0.01}, "data": {"hflip": False, "short_side_range": [256, 320]},
-                   "model": {"options": {"head": "avg"}, "pretrained": None}, "run_dir": "runs/x"}
+    out = parse_overrides(
+        [
+            "optim.lr=0.01",
+            "data.hflip=false",
+            "data.short_side_range=[256, 320]",
+            "model.options.head=avg",
+            "model.pretrained=null",
+            "run_dir=runs/x",
+        ]
+    )
+    assert out == {
+        "optim": {"lr": 0.01},
+        "data": {"hflip": False, "short_side_range": [256, 320]},
+        "model": {"options": {"head": "avg"}, "pretrained": None},
+        "run_dir": "runs/x",
+    }
 
 
 def test_load_default_config_with_overrides():
@@ -38,12 +50,15 @@ def test_load_default_config_with_overrides():
     assert both == {"shift_div": 8, "head": "attn"}
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.epoch=3", "did you mean 'train.epochs'"),
-    ("optim.weight_decy=0.1", "did you mean 'optim.weight_decay'"),
-    ("trian.epochs=3", "did you mean 'train'"),
-    ("rundir=x", "did you mean 'run_dir'"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.epoch=3", "did you mean 'train.epochs'"),
+        ("optim.weight_decy=0.1", "did you mean 'optim.weight_decay'"),
+        ("trian.epochs=3", "did you mean 'train'"),
+        ("rundir=x", "did you mean 'run_dir'"),
+    ],
+)
 def test_unknown_override_key_suggests(override, expected):
     with pytest.raises(UserError, match=expected):
         load_config(None, [override])
@@ -93,7 +108,12 @@ def test_recipes_follow_spec():
         assert (cfg.optim.name, cfg.optim.lr, cfg.optim.lr_base_batch, cfg.optim.momentum) == ("sgd", 0.03, 64, 0.9)
         assert cfg.optim.nesterov and cfg.optim.warmup_epochs == 5 and cfg.train.label_smoothing == 0.3
         assert cfg.data.mean == cfg.data.std == [0.5, 0.5, 0.5] and cfg.model.options.get("shift_div")
-    assert (k400.train.epochs, k400.optim.weight_decay, k400.train.mixup_alpha, k400.eval.views) == (30, 1e-5, 0.4, "1x3")
+    assert (k400.train.epochs, k400.optim.weight_decay, k400.train.mixup_alpha, k400.eval.views) == (
+        30,
+        1e-5,
+        0.4,
+        "1x3",
+    )
     assert (ssv2.train.epochs, ssv2.optim.weight_decay, ssv2.eval.views, ssv2.data.hflip) == (35, 1e-4, "2x3", False)
     assert ssv2.data.random_erasing == 0.5 and k400.data.sampling == "dense" and ssv2.data.sampling == "segment"
     assert load_config("ssv2_xvit_b16_32x").data.num_frames == 32
@@ -108,7 +128,7 @@ def test_lr_schedule_warmup_then_cosine():
     assert f[0] == pytest.approx(0.1) and f[4] == pytest.approx(0.5) and f[9] == pytest.approx(1.0)
     assert all(a < b for a, b in zip(f[:warm], f[1:warm]))  # linear increase
     assert f[10] == pytest.approx(1.0) and f[55] == pytest.approx(0.5) and f[100] == pytest.approx(0.0, abs=1e-12)
-    assert all(a >= b for a, b in zip(f[warm:], f[warm + 1:]))  # monotone cosine decay
+    assert all(a >= b for a, b in zip(f[warm:], f[warm + 1 :]))  # monotone cosine decay
     assert f[30] == pytest.approx(0.5 * (1 + math.cos(math.pi * 20 / 90)))
     assert lr_factor(100, total_steps=100, warmup_steps=0, min_factor=0.1) == pytest.approx(0.1)
 
@@ -150,7 +170,14 @@ def test_weight_decay_groups():
     named = {id(p): n for n, p in model.named_parameters()}
     assert sorted(named[id(p)] for p in groups["decay"]["params"]) == ["head.weight", "proj.weight"]
     assert sorted(named[id(p)] for p in groups["no_decay"]["params"]) == [
-        "cls_token", "head.bias", "norm.bias", "norm.weight", "pos_embed", "proj.bias", "temporal.embed"]
+        "cls_token",
+        "head.bias",
+        "norm.bias",
+        "norm.weight",
+        "pos_embed",
+        "proj.bias",
+        "temporal.embed",
+    ]
     assert groups["decay"]["weight_decay"] == 0.05 and groups["no_decay"]["weight_decay"] == 0.0
     opt = build_optimizer(model, name="adamw", lr=1e-3, weight_decay=0.05)
     assert isinstance(opt, torch.optim.AdamW) and [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
@@ -160,8 +187,13 @@ def test_weight_decay_groups_of_real_model():
     import xvit
 
     model = xvit.create_model("xvit_nano_patch8_32", num_frames=4, num_classes=5)
-    no_decay = {n for g in param_groups(model, 0.1) if g["name"] == "no_decay" for n, p in model.named_parameters()
-                if any(p is q for q in g["params"])}
+    no_decay = {
+        n
+        for g in param_groups(model, 0.1)
+        if g["name"] == "no_decay"
+        for n, p in model.named_parameters()
+        if any(p is q for q in g["params"])
+    }
     for name in model.no_weight_decay():
         assert name in no_decay or any(n.startswith(name + ".") for n in no_decay), name
     assert all(p.ndim > 1 for g in param_groups(model, 0.1) if g["name"] == "decay" for p in g["params"])
@@ -205,6 +237,8 @@ def test_cutmix_box_same_on_every_frame_and_channel():
     assert 0 < mask.mean() < 1
     assert torch.equal(pasted, mask.expand_as(pasted))  # the same box over C and all T
     lam = 1 - mask.mean().item()  # area actually kept
-    assert targets[0, 0].item() == pytest.approx(lam, abs=1e-6) and targets[0, 1].item() == pytest.approx(1 - lam, abs=1e-6)
+    assert targets[0, 0].item() == pytest.approx(lam, abs=1e-6) and targets[0, 1].item() == pytest.approx(
+        1 - lam, abs=1e-6
+    )
     y0, y1, x0, x1 = cutmix_box(32, 32, 0.75, np.random.default_rng(0))
     assert 0 <= y0 <= y1 <= 32 and 0 <= x0 <= x1 <= 32

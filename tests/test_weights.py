@@ -34,7 +34,14 @@ def test_timm_checkpoint_initialises_every_family(tmp_path, fmt, with_classifier
         model = xvit.create_model(f"{family}_nano_patch8_32", num_frames=4, num_classes=3)
         with caplog.at_level(logging.INFO, logger="xvit.models.weights"):
             report = load_pretrained(model, path)
-        for name in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.1.attn.qkv.weight", "blocks.0.mlp.fc2.bias", "norm.weight"):
+        for name in (
+            "cls_token",
+            "pos_embed",
+            "patch_embed.proj.weight",
+            "blocks.1.attn.qkv.weight",
+            "blocks.0.mlp.fc2.bias",
+            "norm.weight",
+        ):
             assert name in report.loaded
             torch.testing.assert_close(model.state_dict()[name], state[name])
         assert not report.mismatched
@@ -82,14 +89,19 @@ def reference_checkpoint(path, classes=5, dim=32, heads=2):
     torch.manual_seed(1)
     temp_embed = torch.randn(1, 8, 1, dim) * 0.1
     head_block = timm.models.vision_transformer.Block(dim, heads, qkv_bias=False, norm_layer=nn.LayerNorm).eval()
-    mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Dropout(0.5), nn.Linear(dim, classes)).eval()
+    mlp_head = nn.Sequential(
+        nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Dropout(0.5), nn.Linear(dim, classes)
+    ).eval()
     cls = torch.randn(1, 1, dim) * 0.1
     state = {f"base_model.{k}": v for k, v in vit.state_dict().items()}
     state["base_model.temp_embed"] = temp_embed
     state.update({f"consensus.temporal_encoder.0.{k}": v for k, v in head_block.state_dict().items()})
     state.update({f"consensus.mlp_head.{k}": v for k, v in mlp_head.state_dict().items()})
     state["consensus.cls_token"] = cls
-    state["new_fc.weight"], state["new_fc.bias"] = torch.randn(classes, dim), torch.zeros(classes)  # unused by the reference
+    state["new_fc.weight"], state["new_fc.bias"] = (
+        torch.randn(classes, dim),
+        torch.zeros(classes),
+    )  # unused by the reference
     torch.save({"model_state": {f"module.{k}": v for k, v in state.items()}, "epoch": 30}, path)
 
     def forward(video, shift_div=4):
@@ -117,7 +129,9 @@ def test_reference_checkpoint_gives_the_reference_logits(tmp_path, frames):
     with torch.no_grad():
         torch.testing.assert_close(model(video), reference(video), atol=1e-5, rtol=1e-5)
     report = load_pretrained(model, path)
-    assert sorted(report.unexpected) == ["new_fc.bias", "new_fc.weight"] and not report.missing and not report.mismatched
+    assert (
+        sorted(report.unexpected) == ["new_fc.bias", "new_fc.weight"] and not report.missing and not report.mismatched
+    )
 
 
 def test_reference_temporal_embedding_is_tiled_to_16_frames(tmp_path):
@@ -132,7 +146,9 @@ def test_temporal_embedding_is_interpolated_for_another_frame_count(tmp_path):
     with torch.no_grad():
         src.temp_embed.copy_(torch.arange(8.0).view(1, 8, 1, 1).expand(1, 8, 1, 32))
     save_model(tmp_path / "m8.safetensors", src)
-    dst = xvit.create_model("xvit_nano_patch8_32", num_frames=15, num_classes=3, pretrained=str(tmp_path / "m8.safetensors"))
+    dst = xvit.create_model(
+        "xvit_nano_patch8_32", num_frames=15, num_classes=3, pretrained=str(tmp_path / "m8.safetensors")
+    )
     expected = torch.linspace(0, 7, 15).view(1, 15, 1, 1).expand(1, 15, 1, 32)
     torch.testing.assert_close(dst.temp_embed.detach(), expected)
 

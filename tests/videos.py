@@ -66,8 +66,14 @@ def write_video(
     path = Path(path)
     options: dict[str, str] = {"g": str(gop)}
     if codec == "libx264":
-        options.update({"bf": str(bframes), "crf": "12", "preset": "veryfast",
-                        "x264-params": f"scenecut=0:keyint={gop}:min-keyint={gop}"})
+        options.update(
+            {
+                "bf": str(bframes),
+                "crf": "12",
+                "preset": "veryfast",
+                "x264-params": f"scenecut=0:keyint={gop}:min-keyint={gop}",
+            }
+        )
     elif codec == "libvpx-vp9":
         options.update({"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"})
     container_options = {"movflags": "+faststart"} if faststart else {}
@@ -91,8 +97,7 @@ def write_video(
     return path
 
 
-def write_index_video(path: str | Path, num_frames: int = 30, height: int = 48, width: int = 64,
-                      **kwargs) -> Path:
+def write_index_video(path: str | Path, num_frames: int = 30, height: int = 48, width: int = 64, **kwargs) -> Path:
     """``write_video`` of ``index_frames(num_frames, height, width)``."""
     return write_video(path, index_frames(num_frames, height, width), **kwargs)
 
@@ -151,8 +156,14 @@ STANDARD_VIDEOS: dict[str, dict] = {
     "short5.mp4": dict(num_frames=5, fps=25),
     "faststart.mp4": dict(num_frames=40, fps=25, gop=10, faststart=True),
 }
-BROKEN_VIDEOS = ("truncated.mp4", "truncated_faststart.mp4", "truncated.webm", "empty.mp4",
-                 "garbage.mp4", "audio_only.m4a")
+BROKEN_VIDEOS = (
+    "truncated.mp4",
+    "truncated_faststart.mp4",
+    "truncated.webm",
+    "empty.mp4",
+    "garbage.mp4",
+    "audio_only.m4a",
+)
 
 
 def standard_videos(folder: str | Path) -> dict[str, Path]:

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 # public name -> module defining it
 _API = {
     "create_model": "xvit.models.factory",
-    "list_models": "xvit.models.registry",
+    "list_models": "xvit.models.factory",
     "load_model": "xvit.engine.checkpoint",
     "ClipSpec": "xvit.data.clip",
 }
@@ -25,10 +25,7 @@ __all__ = [*_API, "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        module = importlib.import_module(_API[name])
-        if name == "list_models":
-            importlib.import_module("xvit.models.factory")  # registers the families
-        value = getattr(module, name)
+        value = getattr(importlib.import_module(_API[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'xvit' has no attribute {name!r}")

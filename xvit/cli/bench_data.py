@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", help="annotation file of a dataset (instead of VIDEO...)")
     parser.add_argument("--root", help="video folder of --list")
     parser.add_argument("--format", choices=FORMATS, help="format of --list (default: from its name)")
-    parser.add_argument("--make-video", action="store_true", help="write and use the standard test video "
-                        "(10 s, 30 fps, 320x240 H.264)")
+    parser.add_argument(
+        "--make-video", action="store_true", help="write and use the standard test video (10 s, 30 fps, 320x240 H.264)"
+    )
     parser.add_argument("--gop", type=int, default=60, help="keyframe interval of --make-video (default 60 = 2 s)")
     parser.add_argument("--out-dir", help="where --make-video writes (default: a temporary folder)")
     parser.add_argument("--num-frames", type=int, nargs="+", default=[8, 16], help="frames per clip (default 8 16)")
@@ -67,39 +68,74 @@ def _video_paths(args: argparse.Namespace, tmp: str) -> list[str]:
 
 def _print_table(rows: list[dict], settings: dict) -> None:
     print("  ".join(f"{k}={v}" for k, v in settings.items()))
-    print(f"{'frames':>6} {'sampling':>8} {'method':>6} {'workers':>7} {'clips':>5} {'clips/s':>8} "
-          f"{'ms/clip':>8} {'cpu ms/clip':>11} {'decoded/clip':>12} {'seek speed-up':>13}")
+    print(
+        f"{'frames':>6} {'sampling':>8} {'method':>6} {'workers':>7} {'clips':>5} {'clips/s':>8} "
+        f"{'ms/clip':>8} {'cpu ms/clip':>11} {'decoded/clip':>12} {'seek speed-up':>13}"
+    )
     for r in rows:
-        full = next((f for f in rows if f["method"] == "full" and f["num_frames"] == r["num_frames"]
-                     and f["sampling"] == r["sampling"]), None)
-        speedup = (f"{r['clips_per_s'] / full['clips_per_s']:.1f}x" if r["method"] == "seek" and full
-                   and full["clips_per_s"] and r["clips_per_s"] else "")
+        full = next(
+            (
+                f
+                for f in rows
+                if f["method"] == "full" and f["num_frames"] == r["num_frames"] and f["sampling"] == r["sampling"]
+            ),
+            None,
+        )
+        speedup = (
+            f"{r['clips_per_s'] / full['clips_per_s']:.1f}x"
+            if r["method"] == "seek" and full and full["clips_per_s"] and r["clips_per_s"]
+            else ""
+        )
         ms = f"{1000 / r['clips_per_s']:.1f}" if r["clips_per_s"] else "-"
-        print(f"{r['num_frames']:>6} {r['sampling']:>8} {r['method']:>6} {r['workers']:>7} {r['clips']:>5} "
-              f"{r['clips_per_s'] or '-':>8} {ms:>8} {r['cpu_ms_per_clip'] or '-':>11} "
-              f"{r['frames_decoded_per_clip'] or '-':>12} {speedup:>13}")
+        print(
+            f"{r['num_frames']:>6} {r['sampling']:>8} {r['method']:>6} {r['workers']:>7} {r['clips']:>5} "
+            f"{r['clips_per_s'] or '-':>8} {ms:>8} {r['cpu_ms_per_clip'] or '-':>11} "
+            f"{r['frames_decoded_per_clip'] or '-':>12} {speedup:>13}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     """``xvit bench-data``: print the throughput table (and write ``--json``)."""
     if args.clips < 1 or args.batch_size < 1 or args.workers < 0:
-        raise UserError(f"--clips {args.clips} / --batch-size {args.batch_size} / --workers {args.workers}: "
-                        f"use clips >= 1, batch size >= 1, workers >= 0")
+        raise UserError(
+            f"--clips {args.clips} / --batch-size {args.batch_size} / --workers {args.workers}: "
+            f"use clips >= 1, batch size >= 1, workers >= 0"
+        )
     transform = None
     if args.transform:
         transform = build_train_transform(crop_size=224, short_side_range=(256, 320))
     with tempfile.TemporaryDirectory(prefix="xvit-bench-data-") as tmp:
         paths = _video_paths(args, tmp)
         first = video_info(paths[0])
-        settings = {"videos": len(paths), "resolution": f"{first.width}x{first.height}"
-                    + (" (first video)" if len(paths) > 1 else ""), "fps": round(first.fps, 2),
-                    "video_frames": first.num_frames, "stride": args.stride, "batch": args.batch_size,
-                    "transform": "train crop 224" if transform else "none", "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "pyav": av.__version__,
-                    "python": platform.python_version()}
-        rows = [bench(paths, num_frames=t, sampling=s, method=m, workers=args.workers, clips=args.clips,
-                      batch_size=args.batch_size, stride=args.stride, transform=transform)
-                for t in args.num_frames for s in args.sampling for m in args.methods]
+        settings = {
+            "videos": len(paths),
+            "resolution": f"{first.width}x{first.height}" + (" (first video)" if len(paths) > 1 else ""),
+            "fps": round(first.fps, 2),
+            "video_frames": first.num_frames,
+            "stride": args.stride,
+            "batch": args.batch_size,
+            "transform": "train crop 224" if transform else "none",
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "pyav": av.__version__,
+            "python": platform.python_version(),
+        }
+        rows = [
+            bench(
+                paths,
+                num_frames=t,
+                sampling=s,
+                method=m,
+                workers=args.workers,
+                clips=args.clips,
+                batch_size=args.batch_size,
+                stride=args.stride,
+                transform=transform,
+            )
+            for t in args.num_frames
+            for s in args.sampling
+            for m in args.methods
+        ]
     _print_table(rows, settings)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

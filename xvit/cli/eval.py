@@ -24,17 +24,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``xvit eval``."""
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors written by xvit)")
     parser.add_argument("--data-root", help="dataset root (default: the one recorded in the checkpoint)")
-    parser.add_argument("--annotations",
-                        help="annotation file of the test/val split (default: the checkpoint's val split)")
-    parser.add_argument("--format", choices=["list", "kinetics", "ssv2", "folder"],
-                        help="annotation format (default: the checkpoint's)")
+    parser.add_argument(
+        "--annotations", help="annotation file of the test/val split (default: the checkpoint's val split)"
+    )
+    parser.add_argument(
+        "--format", choices=["list", "kinetics", "ssv2", "folder"], help="annotation format (default: the checkpoint's)"
+    )
     parser.add_argument("--class-names", help="class-names file of the test data (default: the checkpoint's classes)")
-    parser.add_argument("--views", help="TxS (temporal clips x spatial crops), or a comma list for a sweep, "
-                        "e.g. 1x3,2x3,3x3,4x3,5x3 (default: the checkpoint's test views, else 2x3 for "
-                        "ssv2 and 1x3 otherwise)")
+    parser.add_argument(
+        "--views",
+        help="TxS (temporal clips x spatial crops), or a comma list for a sweep, "
+        "e.g. 1x3,2x3,3x3,4x3,5x3 (default: the checkpoint's test views, else 2x3 for "
+        "ssv2 and 1x3 otherwise)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="videos per batch (default 8)")
-    parser.add_argument("--chunk-size", type=int, default=None,
-                        help="clips per forward pass (default: --batch-size)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="clips per forward pass (default: --batch-size)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loader workers")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (default none)")
@@ -62,21 +66,39 @@ def run(args: argparse.Namespace) -> int:
         settings = parse_view_list(args.views) if args.views else [meta.clip.views]
         names = meta.class_names(model.num_classes)
         out_dir = Path(args.out) if args.out else ckpt.parent / ("eval_" + "_".join(f"{t}x{s}" for t, s in settings))
-        source = dict(root=args.data_root, annotations=args.annotations, format=args.format,
-                      class_names=args.class_names)
+        source = dict(
+            root=args.data_root, annotations=args.annotations, format=args.format, class_names=args.class_names
+        )
         rows = []
         for t, s in settings:
             res, paths, info = evaluate_checkpoint(
-                model, meta, ckpt, (t, s), device=device, distributed=distributed, batch_size=args.batch_size,
-                workers=args.workers, amp_dtype=resolve_dtype(args.amp), chunk_size=args.chunk_size,
-                progress=not args.no_progress, **source)
+                model,
+                meta,
+                ckpt,
+                (t, s),
+                device=device,
+                distributed=distributed,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                amp_dtype=resolve_dtype(args.amp),
+                chunk_size=args.chunk_size,
+                progress=not args.no_progress,
+                **source,
+            )
             if main:
                 sub = out_dir if len(settings) == 1 else out_dir / f"{t}x{s}"
                 write_reports(sub, res, class_names=names, paths=paths, info=info)
                 print_summary(res, info, sub, paths)
-            rows.append({"views": f"{t}x{s}", "num_clips": t, "num_crops": s, "num_views": t * s,
-                         **{k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing")},
-                         "seconds": round(res["seconds"], 2)})
+            rows.append(
+                {
+                    "views": f"{t}x{s}",
+                    "num_clips": t,
+                    "num_crops": s,
+                    "num_views": t * s,
+                    **{k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing")},
+                    "seconds": round(res["seconds"], 2),
+                }
+            )
         if main and len(settings) > 1:
             title = f"{info['model'] or ckpt.name} on {info['annotations'] or info['root']}"
             write_views_table(out_dir, rows, title=title)
@@ -91,16 +113,22 @@ def run(args: argparse.Namespace) -> int:
 def print_summary(res: dict, info: dict, out_dir: Path, paths: list[str], max_listed: int = 20) -> None:
     """The headline numbers of one evaluation on stdout."""
     k = len(res["per_class_acc"])
-    print(f"{info.get('model') or 'model'} | views {info['views']} ({info['num_clips']} temporal clip(s) x "
-          f"{info['num_crops']} spatial crop(s)) | {info.get('annotations') or info.get('root')}")
+    print(
+        f"{info.get('model') or 'model'} | views {info['views']} ({info['num_clips']} temporal clip(s) x "
+        f"{info['num_crops']} spatial crop(s)) | {info.get('annotations') or info.get('root')}"
+    )
     print(f"  top-1            {res['top1']:6.2f} %")
     print(f"  top-5            {res['top5']:6.2f} %" + ("  (k clamped: fewer than 5 classes)" if k < 5 else ""))
-    print(f"  mean class acc   {res['mean_class_acc']:6.2f} %  (over the {res['num_classes_present']} of {k} "
-          f"classes present)")
+    print(
+        f"  mean class acc   {res['mean_class_acc']:6.2f} %  (over the {res['num_classes_present']} of {k} "
+        f"classes present)"
+    )
     secs = res.get("seconds") or 0.0
     rate = f", {res['num_videos'] / secs:.1f} videos/s" if secs > 0 else ""
-    print(f"  videos           {res['num_videos']} evaluated in {secs:.1f} s{rate}, "
-          f"{res['num_missing']} unreadable (not counted)")
+    print(
+        f"  videos           {res['num_videos']} evaluated in {secs:.1f} s{rate}, "
+        f"{res['num_missing']} unreadable (not counted)"
+    )
     for i in res["missing"][:max_listed]:
         print(f"    missing [{i}] {paths[i]}")
     if res["num_missing"] > max_listed:

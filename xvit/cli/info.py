@@ -16,12 +16,20 @@ DEFAULT_MODEL = "xvit_base_patch16_224"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `xvit models`)")
+    p.add_argument(
+        "model", nargs="?", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `xvit models`)"
+    )
     p.add_argument("--frames", type=int, nargs="+", default=[8], help="frame counts (default 8)")
     p.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     p.add_argument("--classes", type=int, default=400, help="number of classes (default 400)")
     p.add_argument("--no-forward", action="store_true", help="skip the forward pass on a random clip")
-    p.add_argument("--table", nargs="?", const="*_patch*_224", metavar="PATTERN", help="markdown table of models matching PATTERN (default: the 224 px ones)")
+    p.add_argument(
+        "--table",
+        nargs="?",
+        const="*_patch*_224",
+        metavar="PATTERN",
+        help="markdown table of models matching PATTERN (default: the 224 px ones)",
+    )
 
 
 def cost_table(names: list[str], frames: list[int], img_size: int | None, classes: int) -> str:
@@ -45,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         create_model(args.model)  # raises with suggestions
     for t in args.frames:
         cost = model_cost(args.model, t, args.img_size, args.classes)
-        print(f"{args.model}  frames={t}  params={cost['params'] / 1e6:.2f}M  GFLOPs/view={cost['gmacs']:.2f} (multiply-adds)")
+        print(
+            f"{args.model}  frames={t}  params={cost['params'] / 1e6:.2f}M  "
+            f"GFLOPs/view={cost['gmacs']:.2f} (multiply-adds)"
+        )
         if args.no_forward:
             continue
         model = create_model(args.model, num_frames=t, num_classes=args.classes, img_size=args.img_size).eval()

@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     parser.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors written by xvit)")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per video (default 5)")
-    parser.add_argument("--views", help="TxS temporal clips x spatial crops (default: the checkpoint's test "
-                        "views, as xvit eval)")
+    parser.add_argument(
+        "--views", help="TxS temporal clips x spatial crops (default: the checkpoint's test views, as xvit eval)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (default none)")

@@ -17,16 +17,29 @@ from xvit.engine.train import check_model_names, train
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``xvit train``."""
-    parser.add_argument("--config", "-c", default=None, metavar="CONFIG",
-                        help=f"YAML path or shipped config name (default: synthetic); shipped: {', '.join(shipped_configs())}")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue run_dir's checkpoint if there is one (train.resume=auto, the default); "
-                             "train.resume=PATH continues another run, train.resume=never refuses to")
+    parser.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        metavar="CONFIG",
+        help=f"YAML path or shipped config name (default: synthetic); shipped: {', '.join(shipped_configs())}",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue run_dir's checkpoint if there is one (train.resume=auto, the default); "
+        "train.resume=PATH continues another run, train.resume=never refuses to",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides with dotted keys and YAML values, e.g. optim.lr=0.01 train.epochs=5")
-    parser.epilog = ("DDP: torchrun --nproc_per_node=N -m xvit train ... (train.batch_size is per process). "
-                     "See docs/training.md.")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides with dotted keys and YAML values, e.g. optim.lr=0.01 train.epochs=5",
+    )
+    parser.epilog = (
+        "DDP: torchrun --nproc_per_node=N -m xvit train ... (train.batch_size is per process). See docs/training.md."
+    )
 
 
 def run(args: argparse.Namespace) -> int:

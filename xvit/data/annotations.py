@@ -27,15 +27,26 @@ import csv
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from xvit.errors import UserError
 
-__all__ = ["VideoSample", "FORMATS", "VIDEO_EXTENSIONS", "read_class_names", "parse_list",
-           "parse_kinetics_csv", "parse_ssv2_json", "parse_folder", "detect_format",
-           "load_annotations", "label_errors", "check_labels"]
+__all__ = [
+    "VideoSample",
+    "FORMATS",
+    "VIDEO_EXTENSIONS",
+    "read_class_names",
+    "parse_list",
+    "parse_kinetics_csv",
+    "parse_ssv2_json",
+    "parse_folder",
+    "detect_format",
+    "load_annotations",
+    "label_errors",
+    "check_labels",
+]
 
 FORMATS = ("list", "kinetics", "ssv2", "folder")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov")
@@ -87,8 +98,9 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
 def _names_by_index(pairs: list[tuple[int, str]], source: str) -> list[str]:
     indices = sorted(i for i, _ in pairs)
     if indices != list(range(len(pairs))):
-        raise UserError(f"class-names file {source}: indices must be 0..{len(pairs) - 1}, each once; "
-                        f"got {indices[:5]}...")
+        raise UserError(
+            f"class-names file {source}: indices must be 0..{len(pairs) - 1}, each once; got {indices[:5]}..."
+        )
     return [name for _, name in sorted(pairs)]
 
 
@@ -103,8 +115,9 @@ def _class_names(class_names: ClassNames) -> list[str] | None:
 _LIST_LINE = re.compile(r"(.*?\S)\s*(?:,|\s)\s*(-?\d+)")
 
 
-def parse_list(path: str | os.PathLike, root: str | os.PathLike | None = None,
-               class_names: ClassNames = None) -> tuple[list[VideoSample], list[str]]:
+def parse_list(
+    path: str | os.PathLike, root: str | os.PathLike | None = None, class_names: ClassNames = None
+) -> tuple[list[VideoSample], list[str]]:
     """``PATH LABEL`` lines (space or comma) -> samples; see the module docstring."""
     root = Path(root) if root is not None else Path(path).parent
     samples = []
@@ -114,8 +127,9 @@ def parse_list(path: str | os.PathLike, root: str | os.PathLike | None = None,
             continue
         m = _LIST_LINE.fullmatch(line)
         if m is None:
-            raise UserError(f"{path}:{n}: expected 'PATH LABEL' (space or comma separated, integer "
-                            f"label), got {line!r}")
+            raise UserError(
+                f"{path}:{n}: expected 'PATH LABEL' (space or comma separated, integer label), got {line!r}"
+            )
         samples.append(VideoSample(str(root / m[1].rstrip(", ")), int(m[2]), f"{path}:{n}"))
     names = _class_names(class_names)
     if names is None:
@@ -140,8 +154,7 @@ def _index_videos(root: Path, depth: int) -> dict[str, list[Path]]:
     return found
 
 
-def _kinetics_path(index: dict[str, list[Path]], root: Path, label: str, youtube_id: str,
-                   start: int, end: int) -> str:
+def _kinetics_path(index: dict[str, list[Path]], root: Path, label: str, youtube_id: str, start: int, end: int) -> str:
     stem = f"{youtube_id}_{start:06d}_{end:06d}"
     candidates = index.get(stem) or index.get(youtube_id) or []
     folders = {label, label.replace(" ", "_")}
@@ -153,15 +166,18 @@ def _kinetics_path(index: dict[str, list[Path]], root: Path, label: str, youtube
     return str(root / label / f"{stem}.mp4" if label else root / f"{stem}.mp4")  # reported missing
 
 
-def parse_kinetics_csv(path: str | os.PathLike, root: str | os.PathLike,
-                       class_names: ClassNames = None) -> tuple[list[VideoSample], list[str]]:
+def parse_kinetics_csv(
+    path: str | os.PathLike, root: str | os.PathLike, class_names: ClassNames = None
+) -> tuple[list[VideoSample], list[str]]:
     """Official Kinetics-400 CSV -> samples; class index = position in the sorted class names."""
     lines = _read_text(path, "annotation file")
     rows = list(csv.DictReader(lines))
     need = {"youtube_id", "time_start", "time_end"}
     if not rows or not need <= set(rows[0]):
-        raise UserError(f"{path}:1: expected a Kinetics CSV header with {sorted(need)} (and 'label'), "
-                        f"got {lines[0] if lines else '(empty file)'!r}")
+        raise UserError(
+            f"{path}:1: expected a Kinetics CSV header with {sorted(need)} (and 'label'), "
+            f"got {lines[0] if lines else '(empty file)'!r}"
+        )
     has_label = "label" in rows[0]
     names = _class_names(class_names)
     if names is None:
@@ -173,14 +189,17 @@ def parse_kinetics_csv(path: str | os.PathLike, root: str | os.PathLike,
         try:
             start, end = int(float(row["time_start"])), int(float(row["time_end"]))
         except (TypeError, ValueError):
-            raise UserError(f"{path}:{n}: time_start/time_end must be numbers, got "
-                            f"{row['time_start']!r}, {row['time_end']!r}") from None
+            raise UserError(
+                f"{path}:{n}: time_start/time_end must be numbers, got {row['time_start']!r}, {row['time_end']!r}"
+            ) from None
         label_name = (row.get("label") or "") if has_label else ""
         if not row["youtube_id"]:
             raise UserError(f"{path}:{n}: empty youtube_id")
         if label_name and label_name not in to_index:
-            raise UserError(f"{path}:{n}: class {label_name!r} is not among the {len(names)} class "
-                            f"names; pass the training split's class names")
+            raise UserError(
+                f"{path}:{n}: class {label_name!r} is not among the {len(names)} class "
+                f"names; pass the training split's class names"
+            )
         label = to_index[label_name] if label_name else UNLABELLED
         file = _kinetics_path(index, Path(root), label_name, row["youtube_id"], start, end)
         samples.append(VideoSample(file, label, f"{path}:{n}"))
@@ -204,16 +223,19 @@ def _ssv2_class_names(path: Path, class_names: ClassNames) -> list[str] | None:
     return None
 
 
-def parse_ssv2_json(path: str | os.PathLike, root: str | os.PathLike,
-                    class_names: ClassNames = None) -> tuple[list[VideoSample], list[str]]:
+def parse_ssv2_json(
+    path: str | os.PathLike, root: str | os.PathLike, class_names: ClassNames = None
+) -> tuple[list[VideoSample], list[str]]:
     """Official Something-Something-v2 JSON -> samples (class = template without brackets)."""
     entries = _load_json(path, "annotation file")
     if not isinstance(entries, list):
         raise UserError(f"{path}: expected a JSON list of {{'id': ..., 'template': ...}} entries")
     names = _ssv2_class_names(Path(path), class_names)
     if names is None and any(isinstance(e, dict) and "template" in e for e in entries):
-        raise UserError(f"{path}: no labels.json next to it; pass the class names "
-                        f"(--class-names something-something-v2-labels.json)")
+        raise UserError(
+            f"{path}: no labels.json next to it; pass the class names "
+            f"(--class-names something-something-v2-labels.json)"
+        )
     to_index = {name: i for i, name in enumerate(names or [])}
     root, index = Path(root), None
     samples = []
@@ -235,8 +257,7 @@ def parse_ssv2_json(path: str | os.PathLike, root: str | os.PathLike,
     return samples, list(names or [])
 
 
-def parse_folder(root: str | os.PathLike, class_names: ClassNames = None
-                 ) -> tuple[list[VideoSample], list[str]]:
+def parse_folder(root: str | os.PathLike, class_names: ClassNames = None) -> tuple[list[VideoSample], list[str]]:
     """``root/{class}/*.{mp4,webm,avi,mkv,mov}`` -> samples; classes are the sorted sub-folders."""
     root = Path(root)
     if not root.is_dir():
@@ -263,9 +284,12 @@ def detect_format(annotations: str | os.PathLike) -> str:
     return {".csv": "kinetics", ".json": "ssv2"}.get(suffix, "list")
 
 
-def load_annotations(format: str | None, annotations: str | os.PathLike,
-                     root: str | os.PathLike | None = None, class_names: ClassNames = None
-                     ) -> tuple[list[VideoSample], list[str]]:
+def load_annotations(
+    format: str | None,
+    annotations: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    class_names: ClassNames = None,
+) -> tuple[list[VideoSample], list[str]]:
     """Parse ``annotations`` in ``format`` (None: ``detect_format``); for ``folder`` the
     annotations path is the dataset folder itself (``root`` may be omitted)."""
     format = format or detect_format(annotations)
@@ -286,11 +310,9 @@ def load_annotations(format: str | None, annotations: str | os.PathLike,
     raise UserError(f"unknown annotation format {format!r}; use one of {', '.join(FORMATS)}")
 
 
-def label_errors(samples: Sequence[VideoSample], num_classes: int, allow_unlabelled: bool = True
-                 ) -> list[VideoSample]:
+def label_errors(samples: Sequence[VideoSample], num_classes: int, allow_unlabelled: bool = True) -> list[VideoSample]:
     """Samples whose label is outside ``[0, num_classes)`` (-1 allowed if ``allow_unlabelled``)."""
-    return [s for s in samples if not (0 <= s.label < num_classes
-                                       or (allow_unlabelled and s.label == UNLABELLED))]
+    return [s for s in samples if not (0 <= s.label < num_classes or (allow_unlabelled and s.label == UNLABELLED))]
 
 
 def check_labels(samples: Sequence[VideoSample], num_classes: int, allow_unlabelled: bool = True) -> None:
@@ -298,6 +320,8 @@ def check_labels(samples: Sequence[VideoSample], num_classes: int, allow_unlabel
     bad = label_errors(samples, num_classes, allow_unlabelled)
     if bad:
         allowed = f"[0, {num_classes})" + (" or -1 (unlabelled)" if allow_unlabelled else "")
-        raise UserError(f"{bad[0].origin or bad[0].path}: label {bad[0].label} is outside {allowed}; "
-                        f"{len(bad)} of {len(samples)} samples have such labels "
-                        f"(check the class names or run `xvit check-data`)")
+        raise UserError(
+            f"{bad[0].origin or bad[0].path}: label {bad[0].label} is outside {allowed}; "
+            f"{len(bad)} of {len(samples)} samples have such labels "
+            f"(check the class names or run `xvit check-data`)"
+        )

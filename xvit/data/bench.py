@@ -40,8 +40,7 @@ def _bench_frames(seconds: float, fps: int, width: int, height: int, seed: int =
     """Frames (H, W, 3) uint8: a scrolling textured background and 4 textured shapes moving on it."""
     rng = np.random.default_rng(seed)
     background = _texture(rng, 2 * height, 2 * width)
-    shapes = [(_texture(rng, height // 3, width // 4), rng.uniform(-3, 3, 2), rng.uniform(0, 1, 2))
-              for _ in range(4)]
+    shapes = [(_texture(rng, height // 3, width // 4), rng.uniform(-3, 3, 2), rng.uniform(0, 1, 2)) for _ in range(4)]
     ys, xs = np.mgrid[: height // 3, : width // 4]
     disc = (ys / (height // 3) - 0.5) ** 2 + (xs / (width // 4) - 0.5) ** 2 < 0.25  # elliptic mask
     for t in range(int(seconds * fps)):
@@ -56,15 +55,20 @@ def _bench_frames(seconds: float, fps: int, width: int, height: int, seed: int =
         yield frame
 
 
-def make_bench_video(path: str | Path, seconds: float = 10.0, fps: int = 30, width: int = 320,
-                     height: int = 240, gop: int = 60) -> Path:
+def make_bench_video(
+    path: str | Path, seconds: float = 10.0, fps: int = 30, width: int = 320, height: int = 240, gop: int = 60
+) -> Path:
     """Write the standard benchmark video (H.264 yuv420p, crf 23, keyframe every ``gop`` frames)."""
     path = Path(path)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.options = {"g": str(gop), "crf": "23", "preset": "fast",
-                                        "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        stream.codec_context.options = {
+            "g": str(gop),
+            "crf": "23",
+            "preset": "fast",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+        }
         for image in _bench_frames(seconds, fps, width, height):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
@@ -74,8 +78,17 @@ def make_bench_video(path: str | Path, seconds: float = 10.0, fps: int = 30, wid
 class _Clips(Dataset):
     """``clips`` training clips taken in turn from ``paths``, decoded by ``method``."""
 
-    def __init__(self, paths: list[str], clips: int, num_frames: int, sampling: str, stride: int,
-                 method: str, transform=None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        clips: int,
+        num_frames: int,
+        sampling: str,
+        stride: int,
+        method: str,
+        transform=None,
+        seed: int = 0,
+    ) -> None:
         self.paths, self.clips, self.num_frames, self.sampling = paths, clips, num_frames, sampling
         self.stride, self.method, self.transform, self.seed = stride, method, transform, seed
 
@@ -86,8 +99,9 @@ class _Clips(Dataset):
         cpu = time.process_time()
         rng = np.random.default_rng((self.seed, i))
         with open_video(self.paths[i % len(self.paths)]) as video:
-            wanted = clip_indices(self.sampling, video.num_frames, self.num_frames, stride=self.stride,
-                                  mode="train", rng=rng)
+            wanted = clip_indices(
+                self.sampling, video.num_frames, self.num_frames, stride=self.stride, mode="train", rng=rng
+            )
             frames = video.get(wanted) if self.method == "seek" else video.get_all()[wanted]  # (T, H, W, 3)
             decoded = video.frames_decoded
         if self.transform is not None:
@@ -95,8 +109,18 @@ class _Clips(Dataset):
         return frames, decoded, time.process_time() - cpu
 
 
-def bench(paths: list[str], *, num_frames: int, sampling: str, method: str, workers: int, clips: int,
-          batch_size: int = 8, stride: int = 4, transform=None) -> dict:
+def bench(
+    paths: list[str],
+    *,
+    num_frames: int,
+    sampling: str,
+    method: str,
+    workers: int,
+    clips: int,
+    batch_size: int = 8,
+    stride: int = 4,
+    transform=None,
+) -> dict:
     """Clips/s of one setting (worker start-up included), frames decoded and CPU time per clip
     (process CPU time of ``__getitem__``: less sensitive than clips/s to a shared machine)."""
     data = _Clips(paths, clips, num_frames, sampling, stride, method, transform)
@@ -109,9 +133,14 @@ def bench(paths: list[str], *, num_frames: int, sampling: str, method: str, work
         decoded += int(counts.sum())
         cpu += float(cpu_seconds.sum())
     seconds = time.perf_counter() - start
-    return {"method": method, "num_frames": num_frames, "sampling": sampling, "workers": workers,
-            "clips": timed, "seconds": round(seconds, 3),
-            "clips_per_s": round(timed / seconds, 2) if timed and seconds else None,
-            "frames_decoded_per_clip": round(decoded / timed, 1) if timed else None,
-            "cpu_ms_per_clip": round(1000 * cpu / timed, 1) if timed else None}
-
+    return {
+        "method": method,
+        "num_frames": num_frames,
+        "sampling": sampling,
+        "workers": workers,
+        "clips": timed,
+        "seconds": round(seconds, 3),
+        "clips_per_s": round(timed / seconds, 2) if timed and seconds else None,
+        "frames_decoded_per_clip": round(decoded / timed, 1) if timed else None,
+        "cpu_ms_per_clip": round(1000 * cpu / timed, 1) if timed else None,
+    }

@@ -62,8 +62,9 @@ def _scan(paths: list[str], num_frames: int, workers: int, progress: bool) -> It
         yield from progress_bar(pool.map(_check_one, items, chunksize=chunksize), **bar)
 
 
-def check_dataset(samples: list[VideoSample], num_classes: int, *, num_frames: int = 8, workers: int = 1,
-                  progress: bool = True) -> list[dict]:
+def check_dataset(
+    samples: list[VideoSample], num_classes: int, *, num_frames: int = 8, workers: int = 1, progress: bool = True
+) -> list[dict]:
     """Problems of ``samples``: dicts ``kind, path, where (file:line), detail`` in annotation order."""
     paths = list(dict.fromkeys(s.path for s in samples))  # distinct, in order
     results = dict(zip(paths, _scan(paths, num_frames, workers, progress)))
@@ -71,10 +72,15 @@ def check_dataset(samples: list[VideoSample], num_classes: int, *, num_frames: i
     problems = []
     for s in samples:
         if id(s) in bad_labels:
-            problems.append({"kind": "bad_label", "path": s.path, "where": s.origin,
-                             "detail": f"label {s.label} is outside [0, {num_classes})"})
+            problems.append(
+                {
+                    "kind": "bad_label",
+                    "path": s.path,
+                    "where": s.origin,
+                    "detail": f"label {s.label} is outside [0, {num_classes})",
+                }
+            )
         found = results.get(s.path)
         if found is not None:
             problems.append({"kind": found[0], "path": s.path, "where": s.origin, "detail": found[1]})
     return problems
-

@@ -86,8 +86,9 @@ class ClipSpec:
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
         if self.short_side is not None and self.short_side < self.crop_size:
-            raise UserError(f"short_side {self.short_side} is smaller than crop_size {self.crop_size}: "
-                            "use short_side >= crop_size")
+            raise UserError(
+                f"short_side {self.short_side} is smaller than crop_size {self.crop_size}: use short_side >= crop_size"
+            )
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise UserError(f"mean {self.mean} and std {self.std} need the same length and std > 0")
 
@@ -118,13 +119,23 @@ class ClipSpec:
 
     def clip_indices(self, num_video_frames: int, num_clips: int | None = None) -> list[list[int]]:
         """Frame indices of each test clip of a video (``num_clips`` default: ``views[0]``)."""
-        return multi_clip_indices(self.sampling, num_video_frames, self.num_frames, stride=self.frame_stride,
-                                  num_clips=num_clips or self.views[0])
+        return multi_clip_indices(
+            self.sampling,
+            num_video_frames,
+            self.num_frames,
+            stride=self.frame_stride,
+            num_clips=num_clips or self.views[0],
+        )
 
     def test_transform(self, num_crops: int | None = None) -> TestTransform:
         """uint8 ``(T, H, W, 3)`` -> float ``(num_crops, C, T, S, S)`` (``num_crops`` default: ``views[1]``)."""
-        return build_test_transform(crop_size=self.crop_size, short_side=self.test_short_side,
-                                    num_crops=num_crops or self.views[1], mean=self.mean, std=self.std)
+        return build_test_transform(
+            crop_size=self.crop_size,
+            short_side=self.test_short_side,
+            num_crops=num_crops or self.views[1],
+            mean=self.mean,
+            std=self.std,
+        )
 
 
 @dataclass(frozen=True)
@@ -141,9 +152,16 @@ class Augment:
     def train_transform(self, clip: ClipSpec) -> TrainTransform:
         """``(uint8 (T, H, W, 3), label) -> (float (C, T, S, S), label)`` for ``clip``'s crop and norm."""
         return build_train_transform(
-            crop_size=clip.crop_size, short_side_range=self.short_side_range, scale=self.scale,
-            auto_augment=self.auto_augment, random_erasing=self.random_erasing, hflip=self.hflip,
-            flip_label_map=self.flip_label_map or None, mean=clip.mean, std=clip.std)
+            crop_size=clip.crop_size,
+            short_side_range=self.short_side_range,
+            scale=self.scale,
+            auto_augment=self.auto_augment,
+            random_erasing=self.random_erasing,
+            hflip=self.hflip,
+            flip_label_map=self.flip_label_map or None,
+            mean=clip.mean,
+            std=clip.std,
+        )
 
 
 def decode_views(video: VideoReader, clips: list[list[int]], transform: Callable[[Tensor], Tensor]) -> Tensor:

@@ -80,8 +80,12 @@ class VideoDataset(Dataset):
             raise UserError(f"sampling {sampling!r} is unknown; use one of {', '.join(SAMPLINGS)}")
         if mode not in ("train", "test"):
             raise UserError(f"mode {mode!r} is unknown; use 'train' or 'test'")
-        for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride),
-                            ("num_clips", num_clips), ("num_crops", num_crops)):
+        for name, value in (
+            ("num_frames", num_frames),
+            ("frame_stride", frame_stride),
+            ("num_clips", num_clips),
+            ("num_crops", num_crops),
+        ):
             if int(value) != value or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
         self.samples, self.class_names = list(samples), list(class_names)
@@ -139,8 +143,14 @@ class VideoDataset(Dataset):
             sample = self.samples[index]
             try:
                 with open_video(sample.path) as video:
-                    wanted = clip_indices(self.sampling, video.num_frames, self.num_frames,
-                                          stride=self.frame_stride, mode="train", rng=rng)
+                    wanted = clip_indices(
+                        self.sampling,
+                        video.num_frames,
+                        self.num_frames,
+                        stride=self.frame_stride,
+                        mode="train",
+                        rng=rng,
+                    )
                     frames = video.get(wanted)  # (T, H, W, 3) uint8
             except VideoDecodeError as err:
                 _report_bad(err)
@@ -149,8 +159,10 @@ class VideoDataset(Dataset):
                 last_error, index = err, self._replacement(rng)
                 continue
             return self.transform(frames, sample.label)
-        raise UserError(f"{self.num_skipped - skipped_before} videos in a row could not be read (last: {last_error}); "
-                        f"most of the dataset seems unreadable: run `xvit check-data` on it")
+        raise UserError(
+            f"{self.num_skipped - skipped_before} videos in a row could not be read (last: {last_error}); "
+            f"most of the dataset seems unreadable: run `xvit check-data` on it"
+        )
 
     def _replacement(self, rng: np.random.Generator) -> int | None:
         """A random index not yet known to be unreadable; None when every video is."""
@@ -165,16 +177,19 @@ class VideoDataset(Dataset):
         sample = self.samples[index]
         try:
             with open_video(sample.path) as video:
-                clips = multi_clip_indices(self.sampling, video.num_frames, self.num_frames,
-                                           stride=self.frame_stride, num_clips=self.num_clips)
+                clips = multi_clip_indices(
+                    self.sampling, video.num_frames, self.num_frames, stride=self.frame_stride, num_clips=self.num_clips
+                )
                 views = decode_views(video, clips, self.transform)  # (V, C, T, H, W), v = clip * crops + crop
         except VideoDecodeError as err:
             _report_bad(err)
             self.num_skipped += 1
             return None, sample.label, index
         if views.ndim != 5 or views.shape[0] != self.num_views:
-            raise ValueError(f"the test transform gave views of shape {tuple(views.shape)}; expected "
-                             f"(num_clips x num_crops = {self.num_views}, C, T, H, W)")
+            raise ValueError(
+                f"the test transform gave views of shape {tuple(views.shape)}; expected "
+                f"(num_clips x num_crops = {self.num_views}, C, T, H, W)"
+            )
         return views, sample.label, index
 
 
@@ -192,13 +207,17 @@ def collate_views(batch: Sequence[tuple[torch.Tensor | None, int, int]]) -> dict
 
 def _check_paths(format: str, root: str | None, annotations: str | None) -> None:
     if root is not None and not os.path.isdir(root):
-        raise UserError(f"dataset root {root} does not exist; pass data.root / --data-root pointing at "
-                        f"the folder that holds the videos")
+        raise UserError(
+            f"dataset root {root} does not exist; pass data.root / --data-root pointing at "
+            f"the folder that holds the videos"
+        )
     if format != "folder" and annotations is None:
         raise UserError(f"format {format!r} needs an annotation file: pass data.annotations / --annotations")
     if annotations is not None and format != "folder" and not os.path.isfile(annotations):
-        raise UserError(f"annotation file {annotations} does not exist; pass the {format} annotation file "
-                        f"of the split (data.annotations / --annotations)")
+        raise UserError(
+            f"annotation file {annotations} does not exist; pass the {format} annotation file "
+            f"of the split (data.annotations / --annotations)"
+        )
 
 
 def build_dataset(
@@ -234,6 +253,15 @@ def build_dataset(
     check_labels(samples, len(names), allow_unlabelled=split == "test")
     train = split == "train"
     transform = (augment or Augment()).train_transform(clip) if train else clip.test_transform()
-    return VideoDataset(samples, names, num_frames=clip.num_frames, sampling=clip.sampling,
-                        frame_stride=clip.frame_stride, mode="train" if train else "test", transform=transform,
-                        num_clips=1 if train else clip.views[0], num_crops=1 if train else clip.views[1], seed=seed)
+    return VideoDataset(
+        samples,
+        names,
+        num_frames=clip.num_frames,
+        sampling=clip.sampling,
+        frame_stride=clip.frame_stride,
+        mode="train" if train else "test",
+        transform=transform,
+        num_clips=1 if train else clip.views[0],
+        num_crops=1 if train else clip.views[1],
+        seed=seed,
+    )

@@ -25,9 +25,9 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, Sequence
 
 import av
 import numpy as np
@@ -36,8 +36,7 @@ from av.video.reformatter import VideoReformatter
 
 from xvit.errors import UserError
 
-__all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "open_video", "decode_frames",
-           "decode_all", "video_info"]
+__all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "open_video", "decode_frames", "decode_all", "video_info"]
 
 logger = logging.getLogger("xvit.data")
 
@@ -159,7 +158,7 @@ class VideoReader:
         self._reformatter = VideoReformatter()
         self._maps: dict[str, _IndexMap | None] = {}  # "rate" / "table" -> frame index map, or None
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -345,7 +344,7 @@ class VideoReader:
         for w in wanted:
             if frames is None or self._worth_seeking(pos, w, mapper.keyframes):
                 frames = self._frames_from(w, mapper)
-            for pos, frame in frames:
+            for pos, frame in frames:  # noqa: B007  (frame is the one kept after the break)
                 if pos >= w:
                     break
             else:
@@ -400,10 +399,13 @@ class VideoReader:
         slack = max(2, math.ceil(0.02 * self.num_frames))
         if wanted[-1] - (count - 1) > slack:
             raise VideoDecodeError(
-                self.path, f"the stream ends after {count} frames but frame {wanted[-1]} was requested "
-                f"(metadata: {self.num_frames} frames); the file is probably truncated")
-        logger.debug("%s: stream ends after %d frames; frames up to %d repeat the last one",
-                     self.path, count, wanted[-1])
+                self.path,
+                f"the stream ends after {count} frames but frame {wanted[-1]} was requested "
+                f"(metadata: {self.num_frames} frames); the file is probably truncated",
+            )
+        logger.debug(
+            "%s: stream ends after %d frames; frames up to %d repeat the last one", self.path, count, wanted[-1]
+        )
         tail = self._rgb(last)
         return {w: out.get(w, tail) for w in wanted}
 

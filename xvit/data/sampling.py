@@ -113,16 +113,21 @@ def clip_indices(
 ) -> list[int]:
     """Dispatch to ``dense_indices`` or ``segment_indices`` (``stride`` is ignored by the latter)."""
     if sampling == "dense":
-        return dense_indices(num_video_frames, num_frames, stride, mode=mode, clip_idx=clip_idx,
-                             num_clips=num_clips, rng=rng)
+        return dense_indices(
+            num_video_frames, num_frames, stride, mode=mode, clip_idx=clip_idx, num_clips=num_clips, rng=rng
+        )
     if sampling == "segment":
-        return segment_indices(num_video_frames, num_frames, mode=mode, clip_idx=clip_idx,
-                               num_clips=num_clips, rng=rng)
+        return segment_indices(num_video_frames, num_frames, mode=mode, clip_idx=clip_idx, num_clips=num_clips, rng=rng)
     raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
 
 
-def multi_clip_indices(sampling: str, num_video_frames: int, num_frames: int, *, stride: int = 4,
-                      num_clips: int = 1) -> list[list[int]]:
+def multi_clip_indices(
+    sampling: str, num_video_frames: int, num_frames: int, *, stride: int = 4, num_clips: int = 1
+) -> list[list[int]]:
     """The ``num_clips`` test clips of a video, clip ``k`` at position ``(k + 0.5) / num_clips``."""
-    return [clip_indices(sampling, num_video_frames, num_frames, stride=stride, mode="test",
-                         clip_idx=k, num_clips=num_clips) for k in range(num_clips)]
+    return [
+        clip_indices(
+            sampling, num_video_frames, num_frames, stride=stride, mode="test", clip_idx=k, num_clips=num_clips
+        )
+        for k in range(num_clips)
+    ]

@@ -107,9 +107,7 @@ class TrainTransform:
         self.channels = len(mean)
         self._norm = _check_norm(mean, std)
         self._augment = _build_auto_augment(auto_augment)
-        self._resized_crop = (
-            v2.RandomResizedCrop(crop_size, scale=scale, antialias=True) if scale is not None else None
-        )
+        self._resized_crop = v2.RandomResizedCrop(crop_size, scale=scale, antialias=True) if scale is not None else None
         # 'random': per-pixel N(0, 1) noise in normalised units (timm / PySlowFast "pixel" mode).
         self._erase = v2.RandomErasing(p=random_erasing, value="random", inplace=True) if random_erasing > 0 else None
 

@@ -74,8 +74,13 @@ class CheckpointMeta:
         return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": META_VERSION, "model": self.model, "clip": self.clip.to_dict(), "data": self.data,
-                "train": self.train}
+        return {
+            "version": META_VERSION,
+            "model": self.model,
+            "clip": self.clip.to_dict(),
+            "data": self.data,
+            "train": self.train,
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CheckpointMeta:
@@ -97,14 +102,23 @@ def _legacy_clip(data: dict, model: dict) -> ClipSpec:
     segment sampling, short side = crop size; test views 2x3 for SSv2 and 1x3 otherwise, §4),
     with one warning naming them.
     """
-    defaults = {"num_frames": model.get("num_frames", 8), "sampling": "segment", "frame_stride": 4,
-                "crop_size": model.get("img_size", 224), "test_short_side": None, "mean": (0.5,) * 3,
-                "std": (0.5,) * 3}
+    defaults = {
+        "num_frames": model.get("num_frames", 8),
+        "sampling": "segment",
+        "frame_stride": 4,
+        "crop_size": model.get("img_size", 224),
+        "test_short_side": None,
+        "mean": (0.5,) * 3,
+        "std": (0.5,) * 3,
+    }
     absent = [k for k in defaults if k not in data]
     if absent and tuple(absent) not in _WARNED_ABSENT:  # once per process, not once per video
         _WARNED_ABSENT.add(tuple(absent))
-        log.warning("checkpoint meta['data'] lacks %s; using %s", ", ".join(absent),
-                    ", ".join(f"{k}={defaults[k]}" for k in absent))
+        log.warning(
+            "checkpoint meta['data'] lacks %s; using %s",
+            ", ".join(absent),
+            ", ".join(f"{k}={defaults[k]}" for k in absent),
+        )
     got = {k: data.get(k, v) for k, v in defaults.items()}
     if data.get("test_views"):
         views = parse_views(data["test_views"], key="meta['data']['test_views']")
@@ -115,9 +129,17 @@ def _legacy_clip(data: dict, model: dict) -> ClipSpec:
     names = data.get("class_names") or ()
     if model.get("num_classes") is not None and len(names) != model["num_classes"]:
         names = ()
-    return ClipSpec(num_frames=got["num_frames"], sampling=got["sampling"], frame_stride=got["frame_stride"],
-                    crop_size=got["crop_size"], short_side=got["test_short_side"], mean=got["mean"],
-                    std=got["std"], views=views, class_names=names)
+    return ClipSpec(
+        num_frames=got["num_frames"],
+        sampling=got["sampling"],
+        frame_stride=got["frame_stride"],
+        crop_size=got["crop_size"],
+        short_side=got["test_short_side"],
+        mean=got["mean"],
+        std=got["std"],
+        views=views,
+        class_names=names,
+    )
 
 
 def save_model(path: str | Path, model: nn.Module, meta: CheckpointMeta | dict | None = None) -> None:
@@ -166,11 +188,13 @@ def check_clip_fits(meta: CheckpointMeta, model: nn.Module, where: str | Path, s
         raise UserError(
             f"checkpoint {where}: meta['{section}']['num_frames']={clip.num_frames} but the model was built for "
             f"num_frames={model.num_frames}; fix the checkpoint's metadata (save it again with "
-            f"xvit.engine.checkpoint.save_model and num_frames={model.num_frames})")
+            f"xvit.engine.checkpoint.save_model and num_frames={model.num_frames})"
+        )
     if img is not None and clip.crop_size != img:
         raise UserError(
             f"checkpoint {where}: meta['{section}']['crop_size']={clip.crop_size} but the model was built for "
-            f"img_size={img}; fix the checkpoint's metadata (crop_size={img})")
+            f"img_size={img}; fix the checkpoint's metadata (crop_size={img})"
+        )
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu", **overrides) -> tuple[nn.Module, CheckpointMeta]:
@@ -182,8 +206,13 @@ def load_checkpoint(path: str | Path, device: str = "cpu", **overrides) -> tuple
     raw = read_raw_meta(path)
     meta = CheckpointMeta.from_dict(raw)
     cfg = meta.model
-    model = create_model(cfg["name"], num_frames=cfg["num_frames"], num_classes=cfg["num_classes"],
-                         img_size=cfg["img_size"], **{**cfg.get("options", {}), **overrides})
+    model = create_model(
+        cfg["name"],
+        num_frames=cfg["num_frames"],
+        num_classes=cfg["num_classes"],
+        img_size=cfg["img_size"],
+        **{**cfg.get("options", {}), **overrides},
+    )
     load_pretrained(model, path, strict=True)
     check_clip_fits(meta, model, path, section="clip" if "clip" in raw else "data")
     return model.to(device).eval(), meta

@@ -35,7 +35,9 @@ DEFAULT_CONFIG = "synthetic"
 class ModelConfig:
     name: str = "xvit_micro_patch8_64"  # a registered model name (`xvit models` lists them)
     num_classes: int | None = None  # None: the number of classes of the training data
-    pretrained: str | None = None  # path to a timm ViT (.pth/.bin/.safetensors) or xvit checkpoint; the user downloads it
+    pretrained: str | None = (
+        None  # path to a timm ViT (.pth/.bin/.safetensors) or xvit checkpoint; the user downloads it
+    )
     drop_rate: float = 0.0  # dropout before the classifier
     drop_path_rate: float = 0.0  # stochastic depth rate (linearly increasing over blocks)
     options: dict[str, Any] = field(default_factory=dict)  # other create_model options: head, shift_div, t_w, mix, ...
@@ -129,16 +131,29 @@ class Config:
     def clip_spec(self, class_names: list[str] | tuple[str, ...] = ()) -> ClipSpec:
         """The test-time pipeline of this run (``data.*`` and ``eval.views``), as checkpoints store it."""
         d = self.data
-        return ClipSpec(num_frames=d.num_frames, sampling=d.sampling, frame_stride=d.frame_stride,
-                        crop_size=d.crop_size, short_side=d.test_short_side, mean=tuple(d.mean), std=tuple(d.std),
-                        views=parse_views(self.eval.views, key="eval.views"), class_names=tuple(class_names))
+        return ClipSpec(
+            num_frames=d.num_frames,
+            sampling=d.sampling,
+            frame_stride=d.frame_stride,
+            crop_size=d.crop_size,
+            short_side=d.test_short_side,
+            mean=tuple(d.mean),
+            std=tuple(d.std),
+            views=parse_views(self.eval.views, key="eval.views"),
+            class_names=tuple(class_names),
+        )
 
     def augment(self, flip_label_map: dict[int, int] | None = None) -> Augment:
         """The training augmentation of this run; ``flip_label_map`` defaults to ``data.flip_label_map``."""
         d = self.data
-        return Augment(short_side_range=tuple(d.short_side_range), scale=None if d.scale is None else tuple(d.scale),
-                       auto_augment=d.auto_augment, random_erasing=d.random_erasing, hflip=d.hflip,
-                       flip_label_map=dict(flip_label_map or d.flip_label_map or {}))
+        return Augment(
+            short_side_range=tuple(d.short_side_range),
+            scale=None if d.scale is None else tuple(d.scale),
+            auto_augment=d.auto_augment,
+            random_erasing=d.random_erasing,
+            hflip=d.hflip,
+            flip_label_map=dict(flip_label_map or d.flip_label_map or {}),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,7 +193,9 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise UserError(f"config {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise UserError(f"config {path} must be a YAML mapping of sections (model:, data:, ...), got {type(data).__name__}")
+        raise UserError(
+            f"config {path} must be a YAML mapping of sections (model:, data:, ...), got {type(data).__name__}"
+        )
     base = data.pop("base", None)
     if base is None:
         return data
@@ -270,7 +287,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for key, value in data.items():
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(prefix + n for n in names)}"
+            hint = (
+                f"; did you mean '{prefix}{close[0]}'?"
+                if close
+                else f"; valid keys: {', '.join(prefix + n for n in names)}"
+            )
             raise UserError(f"unknown config key '{prefix}{key}'{hint}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
@@ -358,20 +379,31 @@ def validate_config(cfg: Config) -> None:
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise UserError(f"{key}={value!r} is not valid; {hint}choose one of {', '.join(choices)}")
     positive = {
-        "train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
-        "train.accum_steps": cfg.train.accum_steps, "data.num_frames": cfg.data.num_frames,
-        "data.crop_size": cfg.data.crop_size, "eval.batch_size": cfg.eval.batch_size,
-        "optim.lr": cfg.optim.lr, "train.log_every_steps": cfg.train.log_every_steps,
+        "train.epochs": cfg.train.epochs,
+        "train.batch_size": cfg.train.batch_size,
+        "train.accum_steps": cfg.train.accum_steps,
+        "data.num_frames": cfg.data.num_frames,
+        "data.crop_size": cfg.data.crop_size,
+        "eval.batch_size": cfg.eval.batch_size,
+        "optim.lr": cfg.optim.lr,
+        "train.log_every_steps": cfg.train.log_every_steps,
     }
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"{key}={value} must be positive")
-    for key, value in {"train.ckpt_every_steps": cfg.train.ckpt_every_steps, "eval.every": cfg.eval.every,
-                       "optim.warmup_epochs": cfg.optim.warmup_epochs, "data.num_workers": cfg.data.num_workers}.items():
+    for key, value in {
+        "train.ckpt_every_steps": cfg.train.ckpt_every_steps,
+        "eval.every": cfg.eval.every,
+        "optim.warmup_epochs": cfg.optim.warmup_epochs,
+        "data.num_workers": cfg.data.num_workers,
+    }.items():
         if value < 0:
             raise UserError(f"{key}={value} must be >= 0")
-    for key, value in {"train.label_smoothing": cfg.train.label_smoothing, "train.mix_prob": cfg.train.mix_prob,
-                       "data.random_erasing": cfg.data.random_erasing}.items():
+    for key, value in {
+        "train.label_smoothing": cfg.train.label_smoothing,
+        "train.mix_prob": cfg.train.mix_prob,
+        "data.random_erasing": cfg.data.random_erasing,
+    }.items():
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{key}={value} must be in [0, 1]")
     if len(cfg.data.mean) != 3 or len(cfg.data.std) != 3:

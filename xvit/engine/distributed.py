@@ -14,8 +14,9 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -56,9 +57,13 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout_s),
-                                device_id=dev if use_cuda else None)
+        dist.init_process_group(
+            backend,
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=dev if use_cuda else None,
+        )
         log.info("process group: backend=%s rank=%d/%d device=%s", backend, rank, world, dev)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=dev)
 
@@ -180,7 +185,7 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
-        return iter(indices[self.start:])
+        return iter(indices[self.start :])
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)

@@ -51,8 +51,14 @@ def check_clip_shape(model: nn.Module, views: Tensor) -> None:
         )
 
 
-def forward_views(model: nn.Module, views: Tensor, *, device: torch.device | str,
-                  amp_dtype: torch.dtype | None = None, chunk_size: int | None = None) -> Tensor:
+def forward_views(
+    model: nn.Module,
+    views: Tensor,
+    *,
+    device: torch.device | str,
+    amp_dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
     """Logits of every view: ``(B, V, C, T, H, W)`` -> ``(B, V, K)`` float32.
 
     The ``B*V`` clips go through the model ``chunk_size`` at a time (default ``B``: the memory
@@ -66,15 +72,24 @@ def forward_views(model: nn.Module, views: Tensor, *, device: torch.device | str
     out = []
     with amp:
         for start in range(0, B * V, chunk):
-            x = clips[start:start + chunk].to(device, non_blocking=True)  # (c, C, T, H, W)
+            x = clips[start : start + chunk].to(device, non_blocking=True)  # (c, C, T, H, W)
             out.append(model(x).float())  # (c, K)
     return torch.cat(out).view(B, V, -1)  # (B*V, K) -> (B, V, K)
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Any, *, num_classes: int, device: torch.device | str,
-             amp_dtype: torch.dtype | None = None, distributed: bool = False, progress: bool = True,
-             chunk_size: int | None = None, desc: str = "eval") -> dict:
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    *,
+    num_classes: int,
+    device: torch.device | str,
+    amp_dtype: torch.dtype | None = None,
+    distributed: bool = False,
+    progress: bool = True,
+    chunk_size: int | None = None,
+    desc: str = "eval",
+) -> dict:
     """Multi-view evaluation of ``model`` over ``loader`` (batches of ``collate_views`` dicts).
 
     Returns ``top1``, ``top5``, ``mean_class_acc`` (percent, over the distinct readable videos;
@@ -123,13 +138,17 @@ def evaluate(model: nn.Module, loader: Any, *, num_classes: int, device: torch.d
 
 def _classes_hint(model: nn.Module, names: list[str] | None, ckpt: Path) -> str:
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "") if names else ""
-    return (f"checkpoint {ckpt} predicts {model.num_classes} classes" + (f" ({shown})" if shown else "")
-            + "; evaluate on the data it was trained for (--data-root/--annotations/--format) or pass "
-              "the matching --class-names")
+    return (
+        f"checkpoint {ckpt} predicts {model.num_classes} classes"
+        + (f" ({shown})" if shown else "")
+        + "; evaluate on the data it was trained for (--data-root/--annotations/--format) or pass "
+        "the matching --class-names"
+    )
 
 
-def test_source(meta: CheckpointMeta, ckpt: Path, root: str | None = None, annotations: str | None = None,
-                format: str | None = None) -> dict:
+def test_source(
+    meta: CheckpointMeta, ckpt: Path, root: str | None = None, annotations: str | None = None, format: str | None = None
+) -> dict:
     """Where the test data is: the given paths first, then the checkpoint's (its val split)."""
     root = root or meta.data.get("root")
     annotations = annotations or meta.data.get("val_annotations")
@@ -138,9 +157,17 @@ def test_source(meta: CheckpointMeta, ckpt: Path, root: str | None = None, annot
     return {"root": root, "annotations": annotations, "format": format or meta.data.get("format") or "list"}
 
 
-def build_test_set(model: nn.Module, meta: CheckpointMeta, ckpt: Path, views: tuple[int, int], *,
-                   root: str | None = None, annotations: str | None = None, format: str | None = None,
-                   class_names: str | None = None) -> tuple[Any, dict]:
+def build_test_set(
+    model: nn.Module,
+    meta: CheckpointMeta,
+    ckpt: Path,
+    views: tuple[int, int],
+    *,
+    root: str | None = None,
+    annotations: str | None = None,
+    format: str | None = None,
+    class_names: str | None = None,
+) -> tuple[Any, dict]:
     """The ``views`` test dataset, labelled with the checkpoint's classes; ``UserError`` on a mismatch.
 
     Class names: ``class_names`` (a file) if given, else the checkpoint's (so Kinetics/SSv2/folder
@@ -148,12 +175,12 @@ def build_test_set(model: nn.Module, meta: CheckpointMeta, ckpt: Path, views: tu
     """
     where = test_source(meta, ckpt, root, annotations, format)
     given = {"root": root, "annotations": annotations}
-    for key, exists, flag in (("root", os.path.isdir, "--data-root"),
-                              ("annotations", os.path.exists, "--annotations")):
+    for key, exists, flag in (("root", os.path.isdir, "--data-root"), ("annotations", os.path.exists, "--annotations")):
         if where[key] is not None and not exists(where[key]):
             origin = "given by " + flag if given[key] else f"recorded in checkpoint {ckpt}"
-            raise UserError(f"test data {key} {where[key]} ({origin}) does not exist; "
-                            f"pass {flag} with an existing path")
+            raise UserError(
+                f"test data {key} {where[key]} ({origin}) does not exist; pass {flag} with an existing path"
+            )
     meta_names = list(meta.clip.class_names) or None
     if meta_names is not None and len(meta_names) != model.num_classes:
         meta_names = None
@@ -168,27 +195,49 @@ def build_test_set(model: nn.Module, meta: CheckpointMeta, ckpt: Path, views: tu
     where_txt = where["annotations"] or where["root"]
     generic = data_names == [str(i) for i in range(len(data_names))]
     if len(data_names) > model.num_classes or (len(data_names) != model.num_classes and not generic):
-        raise UserError(f"the test data {where_txt} has {len(data_names)} classes but the "
-                        f"{_classes_hint(model, meta_names, ckpt)}")
+        raise UserError(
+            f"the test data {where_txt} has {len(data_names)} classes but the {_classes_hint(model, meta_names, ckpt)}"
+        )
     if meta_names is not None and not generic and data_names != list(meta_names):
         i = next(i for i, (a, b) in enumerate(zip(meta_names, data_names)) if a != b)
-        raise UserError(f"the test data {where_txt} and checkpoint {ckpt} disagree on class {i}: "
-                        f"{data_names[i]!r} vs {meta_names[i]!r}; pass the checkpoint's class list "
-                        f"(drop --class-names) or evaluate a model trained on these classes")
+        raise UserError(
+            f"the test data {where_txt} and checkpoint {ckpt} disagree on class {i}: "
+            f"{data_names[i]!r} vs {meta_names[i]!r}; pass the checkpoint's class list "
+            f"(drop --class-names) or evaluate a model trained on these classes"
+        )
     return dataset, where
 
 
 def make_loader(dataset: Any, batch_size: int, workers: int, distributed: bool, pin: bool) -> DataLoader:
     """Test loader in dataset order; in DDP each rank takes every W-th video (``ShardSampler``)."""
     sampler = ShardSampler(dataset) if distributed else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_views, pin_memory=pin, drop_last=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_views,
+        pin_memory=pin,
+        drop_last=False,
+    )
 
 
-def evaluate_checkpoint(model: nn.Module, meta: CheckpointMeta, ckpt: Path, views: tuple[int, int], *,
-                        device: torch.device, distributed: bool = False, batch_size: int = 8, workers: int = 0,
-                        amp_dtype: torch.dtype | None = None, chunk_size: int | None = None, progress: bool = True,
-                        **source: Any) -> tuple[dict, list[str], dict]:
+def evaluate_checkpoint(
+    model: nn.Module,
+    meta: CheckpointMeta,
+    ckpt: Path,
+    views: tuple[int, int],
+    *,
+    device: torch.device,
+    distributed: bool = False,
+    batch_size: int = 8,
+    workers: int = 0,
+    amp_dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+    **source: Any,
+) -> tuple[dict, list[str], dict]:
     """Build the ``views`` test set from the checkpoint (``source``: root, annotations, format,
     class_names overriding it) and evaluate it.
 
@@ -199,14 +248,30 @@ def evaluate_checkpoint(model: nn.Module, meta: CheckpointMeta, ckpt: Path, view
     label = str(where["annotations"] or where["root"])
     loader = make_loader(dataset, batch_size, workers, distributed, device.type == "cuda")
     start = time.perf_counter()
-    res = evaluate(model, loader, num_classes=model.num_classes, device=device, amp_dtype=amp_dtype,
-                   distributed=distributed, progress=progress, chunk_size=chunk_size, desc=f"eval {t}x{s}")
+    res = evaluate(
+        model,
+        loader,
+        num_classes=model.num_classes,
+        device=device,
+        amp_dtype=amp_dtype,
+        distributed=distributed,
+        progress=progress,
+        chunk_size=chunk_size,
+        desc=f"eval {t}x{s}",
+    )
     res["seconds"] = time.perf_counter() - start
     if res["num_videos"] == 0:
-        raise UserError(f"none of the {len(dataset)} videos of {label} could be read; "
-                        f"check the files with `xvit check-data`")
-    info = {"checkpoint": str(ckpt), "model": meta.name, "views": f"{t}x{s}",
-            "num_clips": t, "num_crops": s, "format": where["format"],
-            "root": None if where["root"] is None else str(where["root"]),
-            "annotations": None if where["annotations"] is None else str(where["annotations"])}
+        raise UserError(
+            f"none of the {len(dataset)} videos of {label} could be read; check the files with `xvit check-data`"
+        )
+    info = {
+        "checkpoint": str(ckpt),
+        "model": meta.name,
+        "views": f"{t}x{s}",
+        "num_clips": t,
+        "num_crops": s,
+        "format": where["format"],
+        "root": None if where["root"] is None else str(where["root"]),
+        "annotations": None if where["annotations"] is None else str(where["annotations"]),
+    }
     return res, [str(v.path) for v in dataset.samples], info

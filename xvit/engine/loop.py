@@ -11,15 +11,15 @@ import contextlib
 import itertools
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from xvit.engine import distributed as xdist
-from xvit.errors import UserError
 from xvit.engine.mixup import VideoMixup, soft_cross_entropy
+from xvit.errors import UserError
 from xvit.progress import progress_bar
 
 
@@ -61,8 +61,9 @@ def train_one_epoch(
     """
     model.train()
     world = xdist.world_size()
-    bar = progress_bar(total=steps, initial=start_step, desc=f"epoch {epoch}",
-                       disable=not (progress and xdist.is_main()), leave=True)
+    bar = progress_bar(
+        total=steps, initial=start_step, desc=f"epoch {epoch}", disable=not (progress and xdist.is_main()), leave=True
+    )
     sums = {"loss": 0.0, "acc": 0.0, "n": 0}
     step, micro, clips, stopped = start_step, 0, 0, False
     t0 = last_t = time.perf_counter()
@@ -73,8 +74,17 @@ def train_one_epoch(
         clip = clip.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         sync = (micro + 1) % accum_steps == 0
-        loss_value, acc = _micro_step(model, clip, labels, mixer, sync=sync, amp_dtype=amp_dtype, scaler=scaler,
-                                      accum_steps=accum_steps, where=f"epoch {epoch} step {step}")
+        loss_value, acc = _micro_step(
+            model,
+            clip,
+            labels,
+            mixer,
+            sync=sync,
+            amp_dtype=amp_dtype,
+            scaler=scaler,
+            accum_steps=accum_steps,
+            where=f"epoch {epoch} step {step}",
+        )
         sums["loss"] += loss_value
         sums["acc"] += acc
         sums["n"] += 1
@@ -92,9 +102,16 @@ def train_one_epoch(
         bar.update(1)
         bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
         if on_step is not None:
-            info = {"epoch": epoch, "step_in_epoch": step, "global_step": scheduler.last_step,
-                    "loss": loss_value, "acc": sums["acc"] / sums["n"], "lr": lr,
-                    "grad_norm": grad_norm, "clips_per_s": rate}
+            info = {
+                "epoch": epoch,
+                "step_in_epoch": step,
+                "global_step": scheduler.last_step,
+                "loss": loss_value,
+                "acc": sums["acc"] / sums["n"],
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "clips_per_s": rate,
+            }
             if on_step(info):
                 stopped = True
                 break
@@ -112,9 +129,18 @@ def train_one_epoch(
     }
 
 
-def _micro_step(model: nn.Module, clip: torch.Tensor, labels: torch.Tensor, mixer: VideoMixup, *, sync: bool,
-                amp_dtype: torch.dtype | None, scaler: torch.amp.GradScaler | None, accum_steps: int,
-                where: str) -> tuple[float, float]:
+def _micro_step(
+    model: nn.Module,
+    clip: torch.Tensor,
+    labels: torch.Tensor,
+    mixer: VideoMixup,
+    *,
+    sync: bool,
+    amp_dtype: torch.dtype | None,
+    scaler: torch.amp.GradScaler | None,
+    accum_steps: int,
+    where: str,
+) -> tuple[float, float]:
     """Mix, forward, loss and backward of one micro-batch; return (loss, top-1 % against the unmixed labels)."""
     mixed, targets = mixer(clip, labels)  # (B, C, T, H, W), (B, K)
     with _no_sync(model, sync):  # DDP: forward and backward without the all-reduce unless sync
@@ -123,14 +149,17 @@ def _micro_step(model: nn.Module, clip: torch.Tensor, labels: torch.Tensor, mixe
             loss = soft_cross_entropy(logits, targets)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            raise UserError(f"training loss became {loss_value} at {where}; lower optim.lr, "
-                            "set optim.clip_grad (e.g. 1.0) or train.amp=none")
+            raise UserError(
+                f"training loss became {loss_value} at {where}; lower optim.lr, "
+                "set optim.clip_grad (e.g. 1.0) or train.amp=none"
+            )
         (scaler.scale(loss / accum_steps) if scaler is not None else loss / accum_steps).backward()
     return loss_value, (logits.argmax(-1) == labels).float().mean().item() * 100.0
 
 
-def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                    clip_grad: float | None) -> float:
+def _optimizer_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, clip_grad: float | None
+) -> float:
     """Unscale, clip, step, zero; return the global gradient norm before clipping (nan if not computed)."""
     grad_norm = float("nan")
     if clip_grad is not None:

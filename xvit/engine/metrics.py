@@ -88,15 +88,18 @@ def mean_class_accuracy(confusion: Tensor) -> float:
     present = ~acc.isnan()
     absent = int((~present).sum())
     if absent:
-        log.info("mean per-class accuracy over %d of %d classes (%d absent from the labels)",
-                 int(present.sum()), acc.numel(), absent)
+        log.info(
+            "mean per-class accuracy over %d of %d classes (%d absent from the labels)",
+            int(present.sum()),
+            acc.numel(),
+            absent,
+        )
     if not present.any():
         return math.nan
     return acc[present].double().mean().item()
 
 
-def classification_metrics(scores: Tensor, labels: Tensor, num_classes: int,
-                           ks: Sequence[int] = (1, 5)) -> dict:
+def classification_metrics(scores: Tensor, labels: Tensor, num_classes: int, ks: Sequence[int] = (1, 5)) -> dict:
     """All the metrics of one set of per-video scores ``(N, K)`` and labels ``(N,)``.
 
     Returns ``top1``/``top5`` (percent), ``mean_class_acc`` (percent, over the classes present),
@@ -155,8 +158,11 @@ class ScoreAccumulator:
         """``(scores (N, K) float32, labels (N,) int64, indices (N,) int64)`` sorted by index."""
         idx = sorted(self._scores)
         if not idx:
-            return (torch.zeros(0, self.num_classes), torch.zeros(0, dtype=torch.long),
-                    torch.zeros(0, dtype=torch.long))
+            return (
+                torch.zeros(0, self.num_classes),
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0, dtype=torch.long),
+            )
         scores = torch.stack([self._scores[i] for i in idx])  # (N, K)
         labels = torch.tensor([self._labels[i] for i in idx], dtype=torch.long)
         return scores, labels, torch.tensor(idx, dtype=torch.long)

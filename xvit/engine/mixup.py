@@ -29,7 +29,9 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 
-def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator | None = None) -> tuple[int, int, int, int]:
+def cutmix_box(
+    height: int, width: int, lam: float, rng: np.random.Generator | None = None
+) -> tuple[int, int, int, int]:
     """A box covering ~``1 - lam`` of the frame, centred uniformly at random and clipped: (y0, y1, x0, x1)."""
     rand = rng.integers if rng is not None else np.random.randint
     ratio = math.sqrt(1.0 - lam)
@@ -47,8 +49,16 @@ class VideoMixup:
     targets, so the training loss is always ``soft_cross_entropy(logits, targets)``.
     """
 
-    def __init__(self, num_classes: int, *, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 prob: float = 1.0, switch_prob: float = 0.5, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        prob: float = 1.0,
+        switch_prob: float = 0.5,
+        label_smoothing: float = 0.0,
+    ):
         self.num_classes = num_classes
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha

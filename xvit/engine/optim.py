@@ -41,8 +41,16 @@ def scaled_lr(lr: float, global_batch: int, base_batch: int | None) -> float:
     return lr if not base_batch else lr * global_batch / base_batch
 
 
-def build_optimizer(model: nn.Module, *, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
-                    nesterov: bool = True, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    *,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
     """SGD (momentum, nesterov) or AdamW over ``param_groups(model, weight_decay)`` at peak ``lr``."""
     groups = param_groups(model, weight_decay)
     if name == "sgd":

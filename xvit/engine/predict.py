@@ -30,15 +30,23 @@ def video_views(path: str | Path, clip: ClipSpec, views: tuple[int, int] | None 
 
 
 @torch.inference_mode()
-def video_scores(model: nn.Module, clip: ClipSpec, path: str | Path, *, views: tuple[int, int] | None = None,
-                 device: torch.device | str = "cpu", amp_dtype: torch.dtype | None = None,
-                 chunk_size: int | None = None) -> Tensor:
+def video_scores(
+    model: nn.Module,
+    clip: ClipSpec,
+    path: str | Path,
+    *,
+    views: tuple[int, int] | None = None,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
     """View-averaged softmax scores ``(K,)`` of one video file (all views in one forward by default)."""
     x = video_views(path, clip, views)  # (V, C, T, H, W)
     check_clip_shape(model, x[None])
     model.eval()
-    logits = forward_views(model, x[None], device=device, amp_dtype=amp_dtype,
-                           chunk_size=chunk_size or len(x))  # (1, V, K)
+    logits = forward_views(
+        model, x[None], device=device, amp_dtype=amp_dtype, chunk_size=chunk_size or len(x)
+    )  # (1, V, K)
     return aggregate_views(logits)[0].cpu()  # (1, V, K) -> (K,)
 
 
@@ -54,8 +62,15 @@ def top_classes(scores: Tensor, names: list[str], topk: int) -> list[dict]:
     return [{"class": names[c], "index": c, "prob": round(p, 6)} for c, p in zip(classes.tolist(), probs.tolist())]
 
 
-def predict_video(model: nn.Module, clip: ClipSpec, path: str | Path, *, views: tuple[int, int] | None = None,
-                  topk: int = 5, device: torch.device | str | None = None) -> list[tuple[str, float]]:
+def predict_video(
+    model: nn.Module,
+    clip: ClipSpec,
+    path: str | Path,
+    *,
+    views: tuple[int, int] | None = None,
+    topk: int = 5,
+    device: torch.device | str | None = None,
+) -> list[tuple[str, float]]:
     """The ``topk`` classes of a video file with their probabilities (softmax averaged over views).
 
     ``model, clip = xvit.load_model(checkpoint)`` gives both arguments. ``views`` is ``(temporal

@@ -52,9 +52,11 @@ def prepare(cfg: Config, dist: xdist.DistInfo) -> Prepared:
     global_batch = cfg.train.batch_size * dist.world_size * cfg.train.accum_steps
     steps_per_epoch = len(train_set) // (cfg.train.batch_size * dist.world_size) // cfg.train.accum_steps
     if steps_per_epoch < 1:
-        raise UserError(f"the training set has {len(train_set)} videos, fewer than one global batch of {global_batch} "
-                        f"(train.batch_size={cfg.train.batch_size} x {dist.world_size} processes x "
-                        f"train.accum_steps={cfg.train.accum_steps}); lower train.batch_size")
+        raise UserError(
+            f"the training set has {len(train_set)} videos, fewer than one global batch of {global_batch} "
+            f"(train.batch_size={cfg.train.batch_size} x {dist.world_size} processes x "
+            f"train.accum_steps={cfg.train.accum_steps}); lower train.batch_size"
+        )
     resume = find_resume(cfg.train.resume, cfg.run_dir)
     if resume is not None:
         check_resume(resume, cfg, num_classes, global_batch)
@@ -83,28 +85,44 @@ def resolve_data(cfg: Config, dist: xdist.DistInfo) -> dict:
         xdist.barrier()
         if dist.rank != 0:
             root = ensure_synthetic(cache, progress=False, **d.synthetic)
-        return {"format": "list", "root": str(root), "train_annotations": str(root / "train.txt"),
-                "val_annotations": str(root / "val.txt"), "class_names": str(root / "classes.txt"),
-                "flip_label_map": d.flip_label_map or dict(FLIP_LABEL_MAP)}
+        return {
+            "format": "list",
+            "root": str(root),
+            "train_annotations": str(root / "train.txt"),
+            "val_annotations": str(root / "val.txt"),
+            "class_names": str(root / "classes.txt"),
+            "flip_label_map": d.flip_label_map or dict(FLIP_LABEL_MAP),
+        }
     if d.root is None:
         raise UserError(f"data.root is not set; set data.root to the folder holding the {d.format} videos")
-    paths = {"data.root": d.root, "data.train_annotations": d.train_annotations,
-             "data.val_annotations": d.val_annotations}
+    paths = {
+        "data.root": d.root,
+        "data.train_annotations": d.train_annotations,
+        "data.val_annotations": d.val_annotations,
+    }
     if isinstance(d.class_names, str):
         paths["data.class_names"] = d.class_names
     for key, value in paths.items():
         if value is not None and not Path(value).expanduser().exists():
             raise UserError(f"{key}={value} does not exist; set {key}= to an existing path")
-    return {"format": d.format, "root": d.root, "train_annotations": d.train_annotations,
-            "val_annotations": d.val_annotations, "class_names": d.class_names, "flip_label_map": d.flip_label_map}
+    return {
+        "format": d.format,
+        "root": d.root,
+        "train_annotations": d.train_annotations,
+        "val_annotations": d.val_annotations,
+        "class_names": d.class_names,
+        "flip_label_map": d.flip_label_map,
+    }
 
 
 def build_datasets(cfg: Config, data: dict) -> tuple[Dataset, Dataset | None]:
     """Training set (augmented) and, if evaluation is on, the multi-view validation set."""
-    common = dict(format=data["format"], root=data["root"], class_names=data["class_names"], clip=cfg.clip_spec(),
-                  seed=cfg.seed)
-    train_set = _build_split("train", data["train_annotations"], common,
-                             dict(augment=cfg.augment(data["flip_label_map"])))
+    common = dict(
+        format=data["format"], root=data["root"], class_names=data["class_names"], clip=cfg.clip_spec(), seed=cfg.seed
+    )
+    train_set = _build_split(
+        "train", data["train_annotations"], common, dict(augment=cfg.augment(data["flip_label_map"]))
+    )
     val_set = None
     if cfg.eval.enabled or cfg.eval.every > 0:
         if data["val_annotations"] is None and data["format"] in ("list", "kinetics", "ssv2"):
@@ -121,10 +139,13 @@ def _build_split(split: str, annotations: str | None, common: dict, extra: dict)
     try:
         dataset = build_dataset(split, annotations=annotations, **common, **extra)
     except (FileNotFoundError, NotADirectoryError) as err:
-        raise UserError(f"{split} data ({annotations or common['root']}): {err}; check data.root and "
-                        f"data.{split}_annotations") from None
+        raise UserError(
+            f"{split} data ({annotations or common['root']}): {err}; check data.root and data.{split}_annotations"
+        ) from None
     if len(dataset) == 0:
-        raise UserError(f"the {split} split ({annotations or common['root']}) holds no videos; check data.{split}_annotations")
+        raise UserError(
+            f"the {split} split ({annotations or common['root']}) holds no videos; check data.{split}_annotations"
+        )
     return dataset
 
 
@@ -132,16 +153,24 @@ def check_labels(cfg: Config, data: dict, train_set: Dataset, val_set: Dataset |
     """The number of classes (``model.num_classes`` or the data's); every label must be in range."""
     data_classes = int(train_set.num_classes)
     num_classes = cfg.model.num_classes or data_classes
-    for split, dataset, ann in (("train", train_set, data["train_annotations"]), ("val", val_set, data["val_annotations"])):
+    for split, dataset, ann in (
+        ("train", train_set, data["train_annotations"]),
+        ("val", val_set, data["val_annotations"]),
+    ):
         if dataset is None:
             continue
         for sample in dataset.samples:
             if not 0 <= int(sample.label) < num_classes:
-                fix = (f"set model.num_classes to at least {int(sample.label) + 1} or fix the annotation"
-                       if cfg.model.num_classes else "fix the annotation or the class list (data.class_names)")
+                fix = (
+                    f"set model.num_classes to at least {int(sample.label) + 1} or fix the annotation"
+                    if cfg.model.num_classes
+                    else "fix the annotation or the class list (data.class_names)"
+                )
                 where = getattr(sample, "origin", None) or f"{ann}: {sample.path}"
-                raise UserError(f"{split} data {where}: label {sample.label} is outside 0..{num_classes - 1} "
-                                f"(the {num_classes} classes of the training data); {fix}")
+                raise UserError(
+                    f"{split} data {where}: label {sample.label} is outside 0..{num_classes - 1} "
+                    f"(the {num_classes} classes of the training data); {fix}"
+                )
     names = list(getattr(train_set, "class_names", None) or [])
     if len(names) != num_classes:
         names = names[:num_classes] + [str(i) for i in range(len(names), num_classes)]
@@ -155,11 +184,19 @@ def build_model(cfg: Config, num_classes: int, pretrained: str | None) -> nn.Mod
     options = {"drop_rate": cfg.model.drop_rate, "drop_path_rate": cfg.model.drop_path_rate, **cfg.model.options}
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and whatever ran before
     try:
-        return create_model(cfg.model.name, num_frames=cfg.data.num_frames, num_classes=num_classes,
-                            img_size=cfg.data.crop_size, pretrained=pretrained, **options)
+        return create_model(
+            cfg.model.name,
+            num_frames=cfg.data.num_frames,
+            num_classes=num_classes,
+            img_size=cfg.data.crop_size,
+            pretrained=pretrained,
+            **options,
+        )
     except TypeError as err:  # an option the model family does not take
-        raise UserError(f"model {cfg.model.name} rejected model.options {cfg.model.options}: {err}; "
-                        "remove the option (see docs/training.md for each family's options)") from None
+        raise UserError(
+            f"model {cfg.model.name} rejected model.options {cfg.model.options}: {err}; "
+            "remove the option (see docs/training.md for each family's options)"
+        ) from None
 
 
 def check_pretrained(path: str, cfg: Config, num_classes: int) -> None:
@@ -169,8 +206,10 @@ def check_pretrained(path: str, cfg: Config, num_classes: int) -> None:
     """
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"model.pretrained={path} does not exist; download the timm ViT checkpoint "
-                        "(e.g. vit_base_patch16_224.augreg_in21k) and set model.pretrained to its path")
+        raise UserError(
+            f"model.pretrained={path} does not exist; download the timm ViT checkpoint "
+            "(e.g. vit_base_patch16_224.augreg_in21k) and set model.pretrained to its path"
+        )
     if file.suffix != ".safetensors":
         return
     try:
@@ -179,11 +218,15 @@ def check_pretrained(path: str, cfg: Config, num_classes: int) -> None:
         return  # a plain safetensors state dict (timm format)
     m = meta.model
     if m.get("num_classes") not in (None, num_classes):
-        raise UserError(f"model.pretrained={path} predicts {m['num_classes']} classes but the data has {num_classes}; "
-                        f"train on data with {m['num_classes']} classes, or use an image (timm) checkpoint to start anew")
+        raise UserError(
+            f"model.pretrained={path} predicts {m['num_classes']} classes but the data has {num_classes}; "
+            f"train on data with {m['num_classes']} classes, or use an image (timm) checkpoint to start anew"
+        )
     if m.get("num_frames") not in (None, cfg.data.num_frames):
-        raise UserError(f"model.pretrained={path} was trained with {m['num_frames']} frames but data.num_frames="
-                        f"{cfg.data.num_frames}; set data.num_frames={m['num_frames']}")
+        raise UserError(
+            f"model.pretrained={path} was trained with {m['num_frames']} frames but data.num_frames="
+            f"{cfg.data.num_frames}; set data.num_frames={m['num_frames']}"
+        )
 
 
 def cpu_threads(cfg: Config, dist: xdist.DistInfo) -> int | None:
@@ -198,6 +241,10 @@ def cpu_threads(cfg: Config, dist: xdist.DistInfo) -> int | None:
     per_process = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
     threads = max(1, per_process - cfg.data.num_workers)
     if dist.rank == 0:
-        log.info("CPU: %d torch threads per process (%d cores / process - %d data workers; set train.threads to change)",
-                 threads, per_process, cfg.data.num_workers)
+        log.info(
+            "CPU: %d torch threads per process (%d cores / process - %d data workers; set train.threads to change)",
+            threads,
+            per_process,
+            cfg.data.num_workers,
+        )
     return threads

@@ -35,8 +35,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": {"version": version, "state": list(mt), "gauss": gauss},
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -49,7 +54,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"]))
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -60,9 +67,21 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def make_state(*, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, epoch: int, step_in_epoch: int,
-               global_step: int, best_top1: float | None, rng: list[dict], world_size: int,
-               global_batch: int, finished: bool = False, elapsed_s: float = 0.0) -> dict[str, Any]:
+def make_state(
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    epoch: int,
+    step_in_epoch: int,
+    global_step: int,
+    best_top1: float | None,
+    rng: list[dict],
+    world_size: int,
+    global_batch: int,
+    finished: bool = False,
+    elapsed_s: float = 0.0,
+) -> dict[str, Any]:
     """The dict stored in ``last.state.pt``.
 
     ``epoch`` is the epoch in progress (0-based) and ``step_in_epoch`` the optimizer steps already done
@@ -114,15 +133,19 @@ def find_resume(mode: str, run_dir: str | Path) -> tuple[Path, Path] | None:
     here = find_checkpoint(Path(run_dir).expanduser())
     if mode == "never":
         if here is not None:
-            raise UserError(f"run_dir={run_dir} already holds a checkpoint ({here[0]}) and train.resume=never; "
-                            "choose another run_dir, delete it, or set train.resume=auto to continue it")
+            raise UserError(
+                f"run_dir={run_dir} already holds a checkpoint ({here[0]}) and train.resume=never; "
+                "choose another run_dir, delete it, or set train.resume=auto to continue it"
+            )
         return None
     if mode == "auto":
         return here
     found = find_checkpoint(mode)
     if found is None:
-        raise UserError(f"train.resume={mode}: no {LAST_WEIGHTS} + {LAST_STATE} there; point it at a run "
-                        "directory or its checkpoints/ folder, or use train.resume=auto")
+        raise UserError(
+            f"train.resume={mode}: no {LAST_WEIGHTS} + {LAST_STATE} there; point it at a run "
+            "directory or its checkpoints/ folder, or use train.resume=auto"
+        )
     return found
 
 
@@ -134,20 +157,30 @@ def check_resume(resume: tuple[Path, Path], cfg: Any, num_classes: int, global_b
     weights, state_path = resume
     meta = read_meta(weights)
     model, step = meta.model, meta.train.get("step")
-    wanted = {"name": (cfg.model.name, "model.name"), "num_classes": (num_classes, "model.num_classes"),
-              "num_frames": (cfg.data.num_frames, "data.num_frames"), "img_size": (cfg.data.crop_size, "data.crop_size")}
+    wanted = {
+        "name": (cfg.model.name, "model.name"),
+        "num_classes": (num_classes, "model.num_classes"),
+        "num_frames": (cfg.data.num_frames, "data.num_frames"),
+        "img_size": (cfg.data.crop_size, "data.crop_size"),
+    }
     for key, (value, cfg_key) in wanted.items():
         if model.get(key) != value:
             what = "the data has" if key == "num_classes" else "this run has"
-            raise UserError(f"resume checkpoint {weights} has {key}={model.get(key)} but {what} {value}; "
-                            f"set {cfg_key}={model.get(key)} (and matching data) to continue it, "
-                            "or train.resume=never with a new run_dir to start afresh")
+            raise UserError(
+                f"resume checkpoint {weights} has {key}={model.get(key)} but {what} {value}; "
+                f"set {cfg_key}={model.get(key)} (and matching data) to continue it, "
+                "or train.resume=never with a new run_dir to start afresh"
+            )
     state = load_state(state_path)
     if step is not None and int(step) != int(state["global_step"]):
-        raise UserError(f"{weights} (step {step}) and {state_path} (step {state['global_step']}) are from different "
-                        "steps (a crash between the two writes?); delete both to restart the run")
+        raise UserError(
+            f"{weights} (step {step}) and {state_path} (step {state['global_step']}) are from different "
+            "steps (a crash between the two writes?); delete both to restart the run"
+        )
     if int(state["global_batch"]) != global_batch:
-        raise UserError(f"resume checkpoint {state_path} was trained with a global batch of {state['global_batch']} "
-                        f"but this run has {global_batch} (train.batch_size x processes x train.accum_steps); "
-                        "set train.batch_size / train.accum_steps to match, or train.resume=never with a new run_dir")
+        raise UserError(
+            f"resume checkpoint {state_path} was trained with a global batch of {state['global_batch']} "
+            f"but this run has {global_batch} (train.batch_size x processes x train.accum_steps); "
+            "set train.batch_size / train.accum_steps to match, or train.resume=never with a new run_dir"
+        )
     return state

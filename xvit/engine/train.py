@@ -50,8 +50,9 @@ def train_all(cfg: Config, dist: xdist.DistInfo) -> list[dict]:
         return [train_model(cfg, dist)]
     results = []
     for name in names:
-        sub = dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[],
-                                  model=dataclasses.replace(cfg.model, name=name))
+        sub = dataclasses.replace(
+            cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[], model=dataclasses.replace(cfg.model, name=name)
+        )
         results.append(train_model(sub, dist, top_config=cfg))
         if results[-1].get("stopped"):  # train.stop_after_steps: the whole job stops, as if killed
             return results
@@ -65,13 +66,16 @@ def train_all(cfg: Config, dist: xdist.DistInfo) -> list[dict]:
 
 def results_table(results: list[dict]) -> str:
     """Markdown table: model, top-1, top-5, mean class accuracy, views, params, train/eval time."""
-    rows = ["| model | top-1 | top-5 | mean class acc | views | params (M) | train time | eval time |",
-            "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+    rows = [
+        "| model | top-1 | top-5 | mean class acc | views | params (M) | train time | eval time |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
     for r in results:
-        def pct(key: str) -> str:
-            return "-" if r.get(key) is None else f"{r[key]:.1f}"
-        rows.append(f"| {r['model']} | {pct('top1')} | {pct('top5')} | {pct('mean_class_acc')} | {r.get('views', '-')} "
-                    f"| {r['params_m']:.2f} | {format_duration(r['train_time_s'])} | {format_duration(r.get('eval_time_s'))} |")
+        top1, top5, mca = ("-" if r.get(k) is None else f"{r[k]:.1f}" for k in ("top1", "top5", "mean_class_acc"))
+        rows.append(
+            f"| {r['model']} | {top1} | {top5} | {mca} | {r.get('views', '-')} "
+            f"| {r['params_m']:.2f} | {format_duration(r['train_time_s'])} | {format_duration(r.get('eval_time_s'))} |"
+        )
     return "\n".join(rows)
 
 

@@ -9,96 +9,37 @@ A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/`` (`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import random
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from xvit.data.datasets import collate_views
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import CheckpointMeta, save_model
 from xvit.engine.evaluate import evaluate
+from xvit.engine.loaders import make_train_loader, make_val_loader
 from xvit.engine.loop import train_one_epoch
 from xvit.engine.mixup import VideoMixup
 from xvit.engine.optim import WarmupCosine, build_optimizer, scaled_lr
 from xvit.engine.prepare import Prepared
-from xvit.engine.resume import LAST_STATE, LAST_WEIGHTS, atomic_torch_save, load_state, make_state, rng_state, set_rng_state
+from xvit.engine.resume import (
+    LAST_STATE,
+    LAST_WEIGHTS,
+    atomic_torch_save,
+    load_state,
+    make_state,
+    rng_state,
+    set_rng_state,
+)
 from xvit.engine.runtime import seed_everything
 from xvit.models.flops import count_params
 
 log = logging.getLogger("xvit.train")
-
-
-class EpochSeeded(Dataset):
-    """Wraps a training set so that item ``i`` of epoch ``e`` draws its augmentation from a seed of (seed, e, i).
-
-    The transforms use the global torch/numpy/python generators; here they are seeded per item
-    and restored afterwards, so an item's augmentation does not depend on which worker or rank
-    loads it, nor on where a resumed run starts: what makes mid-epoch resume and 1-vs-N-process
-    runs reproducible.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        item_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
-        with _forked_rng():
-            random.seed(item_seed)
-            np.random.seed(item_seed)
-            torch.default_generator.manual_seed(item_seed)  # CPU only: never touches a CUDA generator
-            return self.dataset[index]
-
-
-@contextlib.contextmanager
-def _forked_rng():
-    """Restore the CPU generators of python, numpy and torch on exit."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-
-
-def make_train_loader(prep: Prepared, dist: xdist.DistInfo) -> tuple[DataLoader, xdist.ResumableSampler, EpochSeeded]:
-    """Shuffled (seed + epoch), per-rank, drop-last loader whose sampler can start mid-epoch."""
-    cfg = prep.cfg
-    dataset = EpochSeeded(prep.train_set, cfg.seed)
-    sampler = xdist.ResumableSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, seed=cfg.seed)
-    loader = DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
-                        drop_last=True, pin_memory=dist.device.type == "cuda",
-                        generator=torch.Generator().manual_seed(cfg.seed))  # not the global generator
-    return loader, sampler, dataset
-
-
-def make_val_loader(prep: Prepared, dist: xdist.DistInfo) -> DataLoader | None:
-    """Multi-view validation loader; each video on exactly one rank (``ShardSampler``)."""
-    if prep.val_set is None:
-        return None
-    cfg = prep.cfg
-    workers = cfg.data.num_workers if cfg.eval.num_workers is None else cfg.eval.num_workers
-    sampler = xdist.ShardSampler(prep.val_set, dist.world_size, dist.rank)
-    return DataLoader(prep.val_set, batch_size=cfg.eval.batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_views, pin_memory=dist.device.type == "cuda")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,17 +92,35 @@ class Trainer:
         self.net = self.model
         if dist.world_size > 1:
             self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+                self.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+            )
         self.global_batch = t.batch_size * dist.world_size * t.accum_steps
         self.lr = scaled_lr(o.lr, self.global_batch, o.lr_base_batch)
-        self.optimizer = build_optimizer(self.model, name=o.name, lr=self.lr, weight_decay=o.weight_decay,
-                                         momentum=o.momentum, nesterov=o.nesterov, betas=tuple(o.betas))
+        self.optimizer = build_optimizer(
+            self.model,
+            name=o.name,
+            lr=self.lr,
+            weight_decay=o.weight_decay,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            betas=tuple(o.betas),
+        )
         self.total_steps = prep.steps_per_epoch * t.epochs
-        self.scheduler = WarmupCosine(self.optimizer, total_steps=self.total_steps,
-                                      warmup_steps=round(o.warmup_epochs * prep.steps_per_epoch), min_lr=o.min_lr)
+        self.scheduler = WarmupCosine(
+            self.optimizer,
+            total_steps=self.total_steps,
+            warmup_steps=round(o.warmup_epochs * prep.steps_per_epoch),
+            min_lr=o.min_lr,
+        )
         self.scaler = torch.amp.GradScaler("cuda") if prep.amp_dtype == torch.float16 else None
-        self.mixer = VideoMixup(prep.num_classes, mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha,
-                                prob=t.mix_prob, switch_prob=t.mix_switch_prob, label_smoothing=t.label_smoothing)
+        self.mixer = VideoMixup(
+            prep.num_classes,
+            mixup_alpha=t.mixup_alpha,
+            cutmix_alpha=t.cutmix_alpha,
+            prob=t.mix_prob,
+            switch_prob=t.mix_switch_prob,
+            label_smoothing=t.label_smoothing,
+        )
         self.loader, self.sampler, self.train_data = make_train_loader(prep, dist)
         self.val_loader = make_val_loader(prep, dist)
         self.epoch, self.step_in_epoch, self.best_top1, self.elapsed_before = 0, 0, None, 0.0
@@ -170,8 +129,12 @@ class Trainer:
             self._restore(*prep.resume)
         else:  # each rank its own stream (mixup, dropout); the weights were initialised identically
             seed_everything(cfg.seed + dist.rank)
-        self.logger = RunLogger(run_dir, enabled=self.main, tensorboard=t.tensorboard,
-                                purge_step=self.scheduler.last_step if prep.resume else None)
+        self.logger = RunLogger(
+            run_dir,
+            enabled=self.main,
+            tensorboard=t.tensorboard,
+            purge_step=self.scheduler.last_step if prep.resume else None,
+        )
         self.session_start, self.eval_seconds = time.perf_counter(), 0.0
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -182,8 +145,15 @@ class Trainer:
             model=self.model.model_config,
             clip=self.cfg.clip_spec(self.prep.class_names),
             data={"format": data["format"], "root": data["root"], "val_annotations": data["val_annotations"]},
-            train={"epoch": epoch, "step": self.scheduler.last_step, "run_dir": str(self.run_dir),
-                   "global_batch": self.global_batch, "lr": self.lr, "config": self.cfg.to_dict()})
+            train={
+                "epoch": epoch,
+                "step": self.scheduler.last_step,
+                "run_dir": str(self.run_dir),
+                "global_batch": self.global_batch,
+                "lr": self.lr,
+                "config": self.cfg.to_dict(),
+            },
+        )
 
     def elapsed(self) -> float:
         """Training seconds of this run so far (evaluations excluded), over all its sessions."""
@@ -196,10 +166,20 @@ class Trainer:
             folder = self.run_dir / "checkpoints"
             meta = self._meta(epoch)
             save_model(folder / LAST_WEIGHTS, self.model, meta)
-            state = make_state(optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, epoch=epoch,
-                               step_in_epoch=step_in_epoch, global_step=self.scheduler.last_step,
-                               best_top1=self.best_top1, rng=rngs, world_size=self.dist.world_size,
-                               global_batch=self.global_batch, finished=self.finished, elapsed_s=self.elapsed())
+            state = make_state(
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.scaler,
+                epoch=epoch,
+                step_in_epoch=step_in_epoch,
+                global_step=self.scheduler.last_step,
+                best_top1=self.best_top1,
+                rng=rngs,
+                world_size=self.dist.world_size,
+                global_batch=self.global_batch,
+                finished=self.finished,
+                elapsed_s=self.elapsed(),
+            )
             atomic_torch_save(state, folder / LAST_STATE)
             if self.cfg.train.keep_epoch_ckpts and step_in_epoch == 0:
                 save_model(folder / f"epoch_{epoch:03d}.safetensors", self.model, meta)
@@ -220,12 +200,20 @@ class Trainer:
         if len(state["rng"]) == self.dist.world_size:
             set_rng_state(state["rng"][self.dist.rank])
         else:
-            log.warning("checkpoint from %d processes, now %d: random streams re-seeded (not bit-exact)",
-                        len(state["rng"]), self.dist.world_size)
+            log.warning(
+                "checkpoint from %d processes, now %d: random streams re-seeded (not bit-exact)",
+                len(state["rng"]),
+                self.dist.world_size,
+            )
             seed_everything(self.cfg.seed + self.dist.rank + 1000 * self.scheduler.last_step)
         if self.main:
-            log.info("resumed %s at epoch %d, step %d of the epoch (global step %d)", weights, self.epoch,
-                     self.step_in_epoch, self.scheduler.last_step)
+            log.info(
+                "resumed %s at epoch %d, step %d of the epoch (global step %d)",
+                weights,
+                self.epoch,
+                self.step_in_epoch,
+                self.scheduler.last_step,
+            )
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -267,15 +255,35 @@ class Trainer:
         self.loader.generator.manual_seed(self.cfg.seed * 100_003 + self.epoch)  # worker seeds: by epoch
         self.sampler.set_start(self.step_in_epoch * t.accum_steps * t.batch_size)
         stats = train_one_epoch(
-            self.net, self.loader, self.optimizer, self.scheduler, mixer=self.mixer, device=self.dist.device,
-            epoch=self.epoch, steps=self.prep.steps_per_epoch, start_step=self.step_in_epoch,
-            accum_steps=t.accum_steps, clip_grad=cfg.optim.clip_grad, amp_dtype=self.prep.amp_dtype,
-            scaler=self.scaler, on_step=self._on_step, progress=t.progress)
+            self.net,
+            self.loader,
+            self.optimizer,
+            self.scheduler,
+            mixer=self.mixer,
+            device=self.dist.device,
+            epoch=self.epoch,
+            steps=self.prep.steps_per_epoch,
+            start_step=self.step_in_epoch,
+            accum_steps=t.accum_steps,
+            clip_grad=cfg.optim.clip_grad,
+            amp_dtype=self.prep.amp_dtype,
+            scaler=self.scaler,
+            on_step=self._on_step,
+            progress=t.progress,
+        )
         if not stats["stopped"]:
             self.logger.log("train_epoch", self.scheduler.last_step, {"epoch": self.epoch + 1, **stats})
             if self.main:
-                log.info("epoch %d/%d: loss %.4f, train acc %.1f%%, lr %.2e, %.1f clips/s, %.0f s", self.epoch + 1,
-                         t.epochs, stats["loss"], stats["acc"], stats["lr"], stats["clips_per_s"], stats["time_s"])
+                log.info(
+                    "epoch %d/%d: loss %.4f, train acc %.1f%%, lr %.2e, %.1f clips/s, %.0f s",
+                    self.epoch + 1,
+                    t.epochs,
+                    stats["loss"],
+                    stats["acc"],
+                    stats["lr"],
+                    stats["clips_per_s"],
+                    stats["time_s"],
+                )
         return stats
 
     def _on_step(self, info: dict) -> bool:
@@ -296,17 +304,32 @@ class Trainer:
         if self.val_loader is None:
             return {}
         start = time.perf_counter()
-        res = evaluate(self.net, self.val_loader, num_classes=self.prep.num_classes, device=self.dist.device,
-                       amp_dtype=self.prep.amp_dtype, distributed=self.dist.world_size > 1,
-                       progress=self.cfg.train.progress)
+        res = evaluate(
+            self.net,
+            self.val_loader,
+            num_classes=self.prep.num_classes,
+            device=self.dist.device,
+            amp_dtype=self.prep.amp_dtype,
+            distributed=self.dist.world_size > 1,
+            progress=self.cfg.train.progress,
+        )
         res["time_s"] = time.perf_counter() - start
         self.eval_seconds += res["time_s"]
         scalars = {k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing", "time_s")}
         self.logger.log("val", self.scheduler.last_step, {"epoch": self.epoch, "views": self.cfg.eval.views, **scalars})
         if self.main:
-            log.info("val (%s views) after epoch %d: top-1 %.2f%%, top-5 %.2f%%, mean class acc %.2f%% on %d videos "
-                     "(%d unreadable), %.0f s", self.cfg.eval.views, self.epoch, res["top1"], res["top5"],
-                     res["mean_class_acc"], res["num_videos"], res["num_missing"], res["time_s"])
+            log.info(
+                "val (%s views) after epoch %d: top-1 %.2f%%, top-5 %.2f%%, mean class acc %.2f%% on %d videos "
+                "(%d unreadable), %.0f s",
+                self.cfg.eval.views,
+                self.epoch,
+                res["top1"],
+                res["top5"],
+                res["mean_class_acc"],
+                res["num_videos"],
+                res["num_missing"],
+                res["time_s"],
+            )
         if self.best_top1 is None or res["top1"] > self.best_top1:
             self.best_top1 = res["top1"]
             if self.main:
@@ -318,35 +341,70 @@ class Trainer:
             return
         cfg, p = self.cfg, self.prep
         params = count_params(self.model) / 1e6
-        scaled = f" (optim.lr={cfg.optim.lr} x {self.global_batch}/{cfg.optim.lr_base_batch})" if cfg.optim.lr_base_batch else ""
-        log.info("training %s (%.2fM params) on %d train / %s val videos, %d classes -> %s", cfg.model.name, params,
-                 len(p.train_set), len(p.val_set) if p.val_set is not None else "no", p.num_classes, self.run_dir)
-        log.info("%d epochs x %d steps, global batch %d (%d x %d processes x %d accum), %s lr %.3g%s, "
-                 "warm-up %g epochs + cosine, device %s, amp %s", cfg.train.epochs, p.steps_per_epoch,
-                 self.global_batch, cfg.train.batch_size, self.dist.world_size, cfg.train.accum_steps, cfg.optim.name,
-                 self.lr, scaled, cfg.optim.warmup_epochs, self.dist.device, p.amp_dtype or "off (float32)")
+        scaled = (
+            f" (optim.lr={cfg.optim.lr} x {self.global_batch}/{cfg.optim.lr_base_batch})"
+            if cfg.optim.lr_base_batch
+            else ""
+        )
+        log.info(
+            "training %s (%.2fM params) on %d train / %s val videos, %d classes -> %s",
+            cfg.model.name,
+            params,
+            len(p.train_set),
+            len(p.val_set) if p.val_set is not None else "no",
+            p.num_classes,
+            self.run_dir,
+        )
+        log.info(
+            "%d epochs x %d steps, global batch %d (%d x %d processes x %d accum), %s lr %.3g%s, "
+            "warm-up %g epochs + cosine, device %s, amp %s",
+            cfg.train.epochs,
+            p.steps_per_epoch,
+            self.global_batch,
+            cfg.train.batch_size,
+            self.dist.world_size,
+            cfg.train.accum_steps,
+            cfg.optim.name,
+            self.lr,
+            scaled,
+            cfg.optim.warmup_epochs,
+            self.dist.device,
+            p.amp_dtype or "off (float32)",
+        )
 
     def _results(self, res: dict, train_time: float) -> dict:
         params = count_params(self.model) / 1e6
-        out = {"model": self.cfg.model.name, "run_dir": str(self.run_dir), "epochs": self.cfg.train.epochs,
-               "global_step": self.scheduler.last_step, "params_m": round(params, 3),
-               "train_time_s": round(train_time, 1), "views": self.cfg.eval.views if res else None,
-               "best_top1": self.best_top1}
+        out = {
+            "model": self.cfg.model.name,
+            "run_dir": str(self.run_dir),
+            "epochs": self.cfg.train.epochs,
+            "global_step": self.scheduler.last_step,
+            "params_m": round(params, 3),
+            "train_time_s": round(train_time, 1),
+            "views": self.cfg.eval.views if res else None,
+            "best_top1": self.best_top1,
+        }
         for key in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing"):
             out[key] = res.get(key)
         out["eval_time_s"] = round(res["time_s"], 1) if res else None
         if res:
             per_class = torch.as_tensor(res["per_class_acc"]).tolist()
-            out["per_class_acc"] = {n: (None if not np.isfinite(a) else round(a, 2))
-                                    for n, a in zip(self.prep.class_names, per_class)}
+            out["per_class_acc"] = {
+                n: (None if not np.isfinite(a) else round(a, 2)) for n, a in zip(self.prep.class_names, per_class)
+            }
         return out
 
     def _print_results(self, r: dict) -> None:
         if r.get("top1") is None:
-            print(f"{r['model']}: trained {r['epochs']} epochs in {format_duration(r['train_time_s'])} -> {self.run_dir}")
+            print(
+                f"{r['model']}: trained {r['epochs']} epochs in {format_duration(r['train_time_s'])} -> {self.run_dir}"
+            )
             return
-        print(f"{r['model']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  mean class acc {r['mean_class_acc']:.2f}% "
-              f"({r['views']} views, {r['num_videos']} videos); trained in {format_duration(r['train_time_s'])} -> {self.run_dir}")
+        print(
+            f"{r['model']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  mean class acc {r['mean_class_acc']:.2f}% "
+            f"({r['views']} views, {r['num_videos']} videos); "
+            f"trained in {format_duration(r['train_time_s'])} -> {self.run_dir}"
+        )
 
 
 def format_duration(seconds: float | None) -> str:

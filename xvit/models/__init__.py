@@ -2,11 +2,29 @@
 
 ``layers`` (the space-time mixing attention, blocks, heads), ``base`` (what every model shares),
 one module per family (``xvit``: X-ViT, frame ViT, TSM-ViT; ``timesformer``; ``joint``),
-``registry`` (names -> builders), ``weights`` (loading timm / reference / xvit checkpoints),
-``factory`` (``create_model``), ``flops`` (parameters and multiply-adds), ``sizes`` (torch-free).
+``registry`` (names -> builders, never loads weights), ``weights`` (loading timm / reference /
+xvit checkpoints), ``factory`` (``create_model``: build, then load), ``flops`` (parameters and
+multiply-adds), ``sizes`` (sizes and names, torch-free). ``create_model``, ``build_model`` and
+``list_models`` are imported on first use, so ``xvit.models.sizes`` alone never imports torch.
 """
 
-from xvit.models.factory import create_model
-from xvit.models.registry import build_model, list_models, register_model
+from __future__ import annotations
 
-__all__ = ["build_model", "create_model", "list_models", "register_model"]
+import importlib
+from typing import Any
+
+_API = {
+    "create_model": "xvit.models.factory",
+    "build_model": "xvit.models.factory",
+    "list_models": "xvit.models.factory",
+    "register_model": "xvit.models.registry",
+}
+__all__ = list(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xvit.models' has no attribute {name!r}")

@@ -13,6 +13,7 @@ from xvit.models.layers import Attention
 from xvit.models.registry import register_model
 from xvit.models.sizes import SIZES, VARIANTS, variant_name
 
+
 class VideoModel(nn.Module):
     """Base of every model: patch embedding, CLS token, spatial position embedding, dropout,
     stochastic-depth rates, final norm, init, and the timm-style interface (``forward_features`` /

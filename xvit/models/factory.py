@@ -6,9 +6,13 @@ from pathlib import Path
 
 from torch import nn
 
-from xvit.models import joint, timesformer, xvit  # noqa: F401  (register the families)
-from xvit.models.registry import build_model
+import xvit.models.joint  # noqa: F401  (each family module registers its models)
+import xvit.models.timesformer  # noqa: F401
+import xvit.models.xvit  # noqa: F401
+from xvit.models.registry import build_model, list_models
 from xvit.models.weights import load_pretrained
+
+__all__ = ["build_model", "create_model", "list_models"]
 
 
 def create_model(

@@ -11,8 +11,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from xvit.models.layers import Attention, Block, LinearHead, resize_temporal_embed
 from xvit.models.base import VideoModel, register_family
+from xvit.models.layers import Attention, Block, LinearHead, resize_temporal_embed
 
 
 class JointSpaceTime(VideoModel):
@@ -23,8 +23,16 @@ class JointSpaceTime(VideoModel):
         self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames, 1, self.embed_dim))
         attn_layer = partial(Attention, fused_attn=fused_attn)
         self.blocks = nn.ModuleList(
-            Block(self.embed_dim, self.num_heads, self.mlp_ratio, self.qkv_bias, self.drop_rate, self.attn_drop_rate,
-                  self.drop_path_rates[i], attn_layer=attn_layer)
+            Block(
+                self.embed_dim,
+                self.num_heads,
+                self.mlp_ratio,
+                self.qkv_bias,
+                self.drop_rate,
+                self.attn_drop_rate,
+                self.drop_path_rates[i],
+                attn_layer=attn_layer,
+            )
             for i in range(self.depth)
         )
         self.head = LinearHead(self.embed_dim, self.num_classes, self.drop_rate)

@@ -160,7 +160,9 @@ class Attention(nn.Module):
         B, T, N, D = x.shape
         qkv = self.qkv(x).view(B, T, N, 3, D)  # (B, T, N, 3, D)
         q, k, v = self.mix_kv(qkv)  # each (B, T, N, D)
-        q, k, v = (t.reshape(B * T, N, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (BT, h, N, hd)
+        q, k, v = (
+            t.reshape(B * T, N, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
+        )  # (BT, h, N, hd)
         if self.summary_token:
             ks, vs = self.summary_kv(x)  # each (B, h, T, hd)
             ks = ks.unsqueeze(1).expand(B, T, -1, -1, -1).reshape(B * T, self.num_heads, T, self.head_dim)
@@ -228,7 +230,14 @@ class TemporalAttentionHead(nn.Module):
         attn_layer = partial(Attention, fused_attn=fused_attn)
         self.temporal_encoder = nn.Sequential(
             *[
-                Block(dim, num_heads, qkv_bias=False, attn_drop=attn_drop_rate, norm_layer=nn.LayerNorm, attn_layer=attn_layer)
+                Block(
+                    dim,
+                    num_heads,
+                    qkv_bias=False,
+                    attn_drop=attn_drop_rate,
+                    norm_layer=nn.LayerNorm,
+                    attn_layer=attn_layer,
+                )
                 for _ in range(depth)
             ]
         )
@@ -251,10 +260,14 @@ class TemporalAttentionHead(nn.Module):
         return self.mlp_head(x[:, 0, 0])  # (B, num_classes)
 
 
-def build_head(kind: str, dim: int, num_heads: int, num_classes: int, depth: int, drop_rate: float, fused_attn: bool) -> nn.Module:
+def build_head(
+    kind: str, dim: int, num_heads: int, num_classes: int, depth: int, drop_rate: float, fused_attn: bool
+) -> nn.Module:
     """``"attn"`` (temporal attention aggregation) or ``"avg"`` (temporal average pooling)."""
     if kind == "attn":
-        return TemporalAttentionHead(dim, num_heads, num_classes, depth=depth, drop_rate=drop_rate, fused_attn=fused_attn)
+        return TemporalAttentionHead(
+            dim, num_heads, num_classes, depth=depth, drop_rate=drop_rate, fused_attn=fused_attn
+        )
     if kind == "avg":
         return TemporalAvgHead(dim, num_classes, drop_rate=drop_rate)
     raise ValueError(f"head must be 'attn' or 'avg', got {kind!r}")

@@ -38,8 +38,9 @@ def check_model_name(name: str, key: str = "model") -> None:
         raise UserError(f"unknown model {name!r}{where}: {hint}")
 
 
-def build_model(name: str, num_frames: int = 8, num_classes: int = 400, img_size: int | None = None,
-                **options) -> nn.Module:
+def build_model(
+    name: str, num_frames: int = 8, num_classes: int = 400, img_size: int | None = None, **options
+) -> nn.Module:
     """A freshly initialised registered model; ``model.model_config`` records how to build it again.
 
     ``img_size`` defaults to the size in the model's name (224, or 32/64 for the small CPU sizes);

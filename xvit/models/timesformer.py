@@ -16,8 +16,8 @@ import torch
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 
-from xvit.models.layers import Attention, LinearHead, resize_temporal_embed
 from xvit.models.base import VideoModel, register_family
+from xvit.models.layers import Attention, LinearHead, resize_temporal_embed
 
 
 class DividedBlock(nn.Module):
@@ -67,8 +67,16 @@ class TimeSformer(VideoModel):
         super().__init__(**vit_args)
         self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames, 1, self.embed_dim))
         self.blocks = nn.ModuleList(
-            DividedBlock(self.embed_dim, self.num_heads, self.mlp_ratio, self.qkv_bias, self.drop_rate,
-                         self.attn_drop_rate, self.drop_path_rates[i], fused_attn)
+            DividedBlock(
+                self.embed_dim,
+                self.num_heads,
+                self.mlp_ratio,
+                self.qkv_bias,
+                self.drop_rate,
+                self.attn_drop_rate,
+                self.drop_path_rates[i],
+                fused_attn,
+            )
             for i in range(self.depth)
         )
         self.head = LinearHead(self.embed_dim, self.num_classes, self.drop_rate)

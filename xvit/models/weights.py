@@ -53,7 +53,9 @@ class LoadReport:
             lines.append(f"  kept their own init ({len(self.missing)}): {_abbrev(self.missing)}")
         if self.unexpected:
             lines.append(f"  unused from the file ({len(self.unexpected)}): {_abbrev(self.unexpected)}")
-        lines += [f"  shape mismatch, not loaded: {n} file {tuple(a)} vs model {tuple(b)}" for n, a, b in self.mismatched]
+        lines += [
+            f"  shape mismatch, not loaded: {n} file {tuple(a)} vs model {tuple(b)}" for n, a, b in self.mismatched
+        ]
         return "\n".join(lines)
 
 
@@ -80,7 +82,9 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle with arbitrary objects, ...
-        raise UserError(f"cannot read weights from {path}: {err}. It must be a safetensors file or a plain tensor state dict") from err
+        raise UserError(
+            f"cannot read weights from {path}: {err}. It must be a safetensors file or a plain tensor state dict"
+        ) from err
     is_reference = isinstance(obj, dict) and "model_state" in obj
     for key in ("model_state", "state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -138,7 +142,9 @@ def adapt_tensor(name: str, value: Tensor, target: Tensor, model: nn.Module, rep
     return None
 
 
-def load_state_dict_reported(model: nn.Module, state: dict[str, Tensor], report: LoadReport, skip_prefixes: tuple[str, ...] = ()) -> LoadReport:
+def load_state_dict_reported(
+    model: nn.Module, state: dict[str, Tensor], report: LoadReport, skip_prefixes: tuple[str, ...] = ()
+) -> LoadReport:
     """Copy every tensor whose name the model has (adapting embeddings), report the rest."""
     own = model.state_dict()
     new: dict[str, Tensor] = {}
@@ -174,6 +180,10 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool | None = No
     strict = (kind == "xvit") if strict is None else strict
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise UserError(f"strict load of {path} failed:\n{report.summary()}")
-    level = logging.WARNING if report.mismatched or (kind != "timm-vit" and (report.missing or report.unexpected)) else logging.INFO
+    level = (
+        logging.WARNING
+        if report.mismatched or (kind != "timm-vit" and (report.missing or report.unexpected))
+        else logging.INFO
+    )
     log.log(level, "%s", report.summary())
     return report

@@ -18,8 +18,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from xvit.models.layers import Attention, Block, build_head, mix_offsets, resize_temporal_embed, temporal_shift
 from xvit.models.base import VideoModel, register_family
+from xvit.models.layers import Attention, Block, build_head, mix_offsets, resize_temporal_embed, temporal_shift
 
 MIX_BLOCK_CHOICES = ("all", "none", "first_half", "second_half", "odd", "even")
 
@@ -119,8 +119,21 @@ class VideoTransformer(VideoModel):
         return self.head(features[:, :, 0])  # (B, T, D) -> (B, K)
 
 
-register_family("xvit", VideoTransformer, "X-ViT: space-time mixing of K/V, temporal embedding, temporal attention head", mix="kv", head="attn")
-register_family("vit", VideoTransformer, "Frame ViT (TSN, space-only): no temporal exchange, temporal average pooling", mix=None, temporal_embed=False, head="avg")
+register_family(
+    "xvit",
+    VideoTransformer,
+    "X-ViT: space-time mixing of K/V, temporal embedding, temporal attention head",
+    mix="kv",
+    head="attn",
+)
+register_family(
+    "vit",
+    VideoTransformer,
+    "Frame ViT (TSN, space-only): no temporal exchange, temporal average pooling",
+    mix=None,
+    temporal_embed=False,
+    head="avg",
+)
 register_family(
     "tsm_vit",
     VideoTransformer,

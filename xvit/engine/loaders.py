@@ -1,0 +1,91 @@
+"""The data loaders of a training run: shuffled per rank and resumable mid-epoch, with every
+item's augmentation seeded by (seed, epoch, index), and the multi-view validation loader."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xvit.data.datasets import collate_views
+from xvit.engine import distributed as xdist
+from xvit.engine.prepare import Prepared
+
+
+class EpochSeeded(Dataset):
+    """Wraps a training set so that item ``i`` of epoch ``e`` draws its augmentation from a seed of (seed, e, i).
+
+    The transforms use the global torch/numpy/python generators; here they are seeded per item
+    and restored afterwards, so an item's augmentation does not depend on which worker or rank
+    loads it, nor on where a resumed run starts: what makes mid-epoch resume and 1-vs-N-process
+    runs reproducible.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+        with _forked_rng():
+            random.seed(item_seed)
+            np.random.seed(item_seed)
+            torch.default_generator.manual_seed(item_seed)  # CPU only: never touches a CUDA generator
+            return self.dataset[index]
+
+
+@contextlib.contextmanager
+def _forked_rng():
+    """Restore the CPU generators of python, numpy and torch on exit."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def make_train_loader(prep: Prepared, dist: xdist.DistInfo) -> tuple[DataLoader, xdist.ResumableSampler, EpochSeeded]:
+    """Shuffled (seed + epoch), per-rank, drop-last loader whose sampler can start mid-epoch."""
+    cfg = prep.cfg
+    dataset = EpochSeeded(prep.train_set, cfg.seed)
+    sampler = xdist.ResumableSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, seed=cfg.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        drop_last=True,
+        pin_memory=dist.device.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )  # not the global generator
+    return loader, sampler, dataset
+
+
+def make_val_loader(prep: Prepared, dist: xdist.DistInfo) -> DataLoader | None:
+    """Multi-view validation loader; each video on exactly one rank (``ShardSampler``)."""
+    if prep.val_set is None:
+        return None
+    cfg = prep.cfg
+    workers = cfg.data.num_workers if cfg.eval.num_workers is None else cfg.eval.num_workers
+    sampler = xdist.ShardSampler(prep.val_set, dist.world_size, dist.rank)
+    return DataLoader(
+        prep.val_set,
+        batch_size=cfg.eval.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_views,
+        pin_memory=dist.device.type == "cuda",
+    )
