@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from xvit.errors import UserError
+from xvit.engine.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     """
     world = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise UserError("train.device=cuda but no CUDA device is available; set train.device=cpu or auto")
+    use_cuda = resolve_device(device, "train.device").type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
