@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from xvit.data.cache import CachedVideo
 from xvit.data.decode import VideoReader
 from xvit.data.sampling import SAMPLINGS, multi_clip_indices
 from xvit.data.transforms import TestTransform, TrainTransform, build_test_transform, build_train_transform
@@ -164,7 +165,9 @@ class Augment:
         )
 
 
-def decode_views(video: VideoReader, clips: list[list[int]], transform: Callable[[Tensor], Tensor]) -> Tensor:
+def decode_views(
+    video: VideoReader | CachedVideo, clips: list[list[int]], transform: Callable[[Tensor], Tensor]
+) -> Tensor:
     """Every view of one video from a single decode: ``(V, C, T, H, W)``, ``v = clip * crops + crop``.
 
     ``clips`` are the frame indices of each temporal clip; the union of their frames is decoded

@@ -24,8 +24,9 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from xvit.data.annotations import ClassNames, VideoSample, check_labels, detect_format, load_annotations
+from xvit.data.cache import CachedVideo, FrameCache
 from xvit.data.clip import Augment, ClipSpec, decode_views
-from xvit.data.decode import VideoDecodeError, open_video
+from xvit.data.decode import VideoDecodeError, VideoReader, open_video
 from xvit.data.sampling import SAMPLINGS, clip_indices, multi_clip_indices
 from xvit.errors import UserError
 
@@ -95,6 +96,7 @@ class VideoDataset(Dataset):
         self.seed, self.epoch, self.max_retries = int(seed), 0, int(max_retries)
         self.num_skipped = 0  # unreadable videos met by this process (per worker copy)
         self._bad: set[int] = set()  # indices known unreadable in this process: never retried
+        self.cache: FrameCache | None = None  # decoded frames (xvit.data.cache), see attach_cache
         self._rng: np.random.Generator | None = None
         self._rng_key: tuple | None = None
 
@@ -127,6 +129,18 @@ class VideoDataset(Dataset):
             self._rng_key = key
         return self._rng
 
+    def attach_cache(self, cache: FrameCache | None) -> None:
+        """Read frames from ``cache`` (built for ``[s.path for s in self.samples]``) instead of decoding."""
+        if cache is not None and len(cache) != len(self.samples):
+            raise ValueError(f"the frame cache holds {len(cache)} videos but the dataset {len(self.samples)}")
+        self.cache = cache
+
+    def _open(self, index: int) -> VideoReader | CachedVideo:
+        """Video ``index``: from the frame cache when there is one, else decoded from its file."""
+        if self.cache is not None:
+            return self.cache.open(index)
+        return open_video(self.samples[index].path)
+
     def __getitem__(self, index: int):
         if self.mode == "train":
             return self._train_item(index)
@@ -142,7 +156,7 @@ class VideoDataset(Dataset):
                 break
             sample = self.samples[index]
             try:
-                with open_video(sample.path) as video:
+                with self._open(index) as video:
                     wanted = clip_indices(
                         self.sampling,
                         video.num_frames,
@@ -176,7 +190,7 @@ class VideoDataset(Dataset):
     def _test_item(self, index: int) -> tuple[torch.Tensor | None, int, int]:
         sample = self.samples[index]
         try:
-            with open_video(sample.path) as video:
+            with self._open(index) as video:
                 clips = multi_clip_indices(
                     self.sampling, video.num_frames, self.num_frames, stride=self.frame_stride, num_clips=self.num_clips
                 )

@@ -66,6 +66,9 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel mean (in21k ViT: 0.5)
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel std
     num_workers: int = 4  # data-loader worker processes per training process
+    cache: str = "none"  # none | memory | disk: decode every video once, then sample from uint8 frames
+    frame_cache_dir: str = "~/.cache/xvit/frames"  # data.cache=disk: where the memory-mapped frame files go
+    cache_short_side: int | None = None  # cached frames' short side (only reduced); None: what the transforms use
 
 
 @dataclass
@@ -112,6 +115,9 @@ class EvalConfig:
     views: str = "1x3"  # temporal clips x spatial crops, e.g. 1x3 (K400), 2x3 (SSv2)
     batch_size: int = 4  # videos per process per evaluation batch
     num_workers: int | None = None  # None: data.num_workers
+    # [class, class] pairs that are time reversals of each other: their pair order accuracy is reported
+    # (data.format=synthetic: its 5 pairs; names or label indices)
+    reversed_pairs: list[list[str | int]] | None = None
 
 
 @dataclass
@@ -366,6 +372,7 @@ _CHOICES = {
     "optim.name": ("sgd", "adamw"),
     "train.amp": ("auto", "bf16", "fp16", "none"),
     "train.device": ("auto", "cpu", "cuda"),
+    "data.cache": ("none", "memory", "disk"),
 }
 
 

@@ -99,6 +99,26 @@ def mean_class_accuracy(confusion: Tensor) -> float:
     return acc[present].double().mean().item()
 
 
+def pair_order_accuracy(confusion: Tensor, pairs: Sequence[tuple[int, int]]) -> dict:
+    """How well time-reversed class pairs are told apart (percent), from a ``(K, K)`` confusion matrix.
+
+    For a pair ``(a, b)`` (class ``b`` is class ``a`` played backwards) only the videos of ``a`` or
+    ``b`` whose prediction falls in the pair count, and the accuracy is the fraction assigned to the
+    right one of the two: ``(C[a,a] + C[b,b]) / (C[a,a] + C[a,b] + C[b,a] + C[b,b])``. A model
+    blind to frame order is at ~50% by construction, whatever its appearance accuracy. Returns
+    ``{"mean": mean over the pairs, "pairs": [per-pair %], "counts": [videos counted per pair]}``;
+    NaN for a pair with no video predicted inside it.
+    """
+    accs, counts = [], []
+    for a, b in pairs:
+        inside = int(confusion[a, a] + confusion[a, b] + confusion[b, a] + confusion[b, b])
+        right = int(confusion[a, a] + confusion[b, b])
+        accs.append(100.0 * right / inside if inside else math.nan)
+        counts.append(inside)
+    valid = [x for x in accs if not math.isnan(x)]
+    return {"mean": sum(valid) / len(valid) if valid else math.nan, "pairs": accs, "counts": counts}
+
+
 def classification_metrics(scores: Tensor, labels: Tensor, num_classes: int, ks: Sequence[int] = (1, 5)) -> dict:
     """All the metrics of one set of per-video scores ``(N, K)`` and labels ``(N,)``.
 

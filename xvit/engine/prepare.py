@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from xvit.data.cache import build_frame_cache
 from xvit.data.datasets import build_dataset
-from xvit.data.synthetic import FLIP_LABEL_MAP, ensure_synthetic
+from xvit.data.synthetic import FLIP_LABEL_MAP, REVERSED_PAIRS, ensure_synthetic
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import read_meta
 from xvit.engine.config import Config
@@ -41,6 +43,7 @@ class Prepared:
     steps_per_epoch: int
     resume: tuple[Path, Path] | None  # (weights, state) to continue from
     amp_dtype: torch.dtype | None
+    pairs: list[tuple[int, int]]  # label pairs that are time reversals (pair order accuracy)
 
 
 def prepare(cfg: Config, dist: xdist.DistInfo) -> Prepared:
@@ -61,7 +64,73 @@ def prepare(cfg: Config, dist: xdist.DistInfo) -> Prepared:
     if resume is not None:
         check_resume(resume, cfg, num_classes, global_batch)
     model = build_model(cfg, num_classes, pretrained=None if resume else cfg.model.pretrained)
-    return Prepared(cfg, data, train_set, val_set, num_classes, class_names, model, steps_per_epoch, resume, amp_dtype)
+    attach_frame_cache(cfg, dist, train_set, val_set)
+    pairs = resolve_pairs(cfg.eval.reversed_pairs or data.get("reversed_pairs") or [], class_names)
+    return Prepared(
+        cfg, data, train_set, val_set, num_classes, class_names, model, steps_per_epoch, resume, amp_dtype, pairs
+    )
+
+
+def resolve_pairs(pairs: list, class_names: list[str]) -> list[tuple[int, int]]:
+    """``eval.reversed_pairs`` (class names or label indices) -> label pairs; ``UserError`` if unknown."""
+    out = []
+    for pair in pairs:
+        if len(pair) != 2:
+            raise UserError(f"eval.reversed_pairs: {pair!r} is not a pair; give [class, class] entries")
+        labels = []
+        for c in pair:
+            if isinstance(c, int) and 0 <= c < len(class_names):
+                labels.append(c)
+            elif c in class_names:
+                labels.append(class_names.index(c))
+            else:
+                raise UserError(
+                    f"eval.reversed_pairs: class {c!r} is not one of the {len(class_names)} classes "
+                    f"({', '.join(class_names[:6])}{', ...' if len(class_names) > 6 else ''})"
+                )
+        out.append((labels[0], labels[1]))
+    return out
+
+
+def cache_short_side(cfg: Config) -> int | None:
+    """``data.cache_short_side``, else the largest short side the transforms use (None: native size).
+
+    A random-resized crop (``data.scale``) samples the whole frame at any scale: frames stay native.
+    """
+    d = cfg.data
+    if d.cache_short_side is not None or d.scale is not None:
+        return d.cache_short_side
+    return max(max(d.short_side_range), d.test_short_side or d.crop_size)
+
+
+def attach_frame_cache(cfg: Config, dist: xdist.DistInfo, train_set: Dataset, val_set: Dataset | None) -> None:
+    """Decode the train and val videos once (``data.cache``) and let both datasets read from it.
+
+    ``disk``: rank 0 builds (or updates) the file, the other ranks then open it; ``memory``: every
+    process decodes its own copy.
+    """
+    mode = cfg.data.cache
+    if mode == "none":
+        return
+    sets = [ds for ds in (train_set, val_set) if ds is not None]
+    paths = [str(s.path) for ds in sets for s in ds.samples]
+    args = dict(
+        directory=cfg.data.frame_cache_dir,
+        short_side=cache_short_side(cfg),
+        workers=max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))),
+    )
+    start = time.perf_counter()
+    if mode == "disk" and dist.rank != 0:
+        xdist.barrier()  # rank 0 decodes first
+    cache = build_frame_cache(mode, paths, progress=cfg.train.progress and dist.rank == 0, **args)
+    if mode == "disk" and dist.rank == 0:
+        xdist.barrier()
+    if dist.rank == 0:
+        log.info("%s, ready in %.0f s", cache.summary(), time.perf_counter() - start)
+    first = 0
+    for ds in sets:
+        ds.attach_cache(cache.subset(first, first + len(ds)))
+        first += len(ds)
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -92,6 +161,7 @@ def resolve_data(cfg: Config, dist: xdist.DistInfo) -> dict:
             "val_annotations": str(root / "val.txt"),
             "class_names": str(root / "classes.txt"),
             "flip_label_map": d.flip_label_map or dict(FLIP_LABEL_MAP),
+            "reversed_pairs": [list(p) for p in REVERSED_PAIRS],
         }
     if d.root is None:
         raise UserError(f"data.root is not set; set data.root to the folder holding the {d.format} videos")

@@ -81,6 +81,7 @@ def make_state(
     global_batch: int,
     finished: bool = False,
     elapsed_s: float = 0.0,
+    train_acc: float | None = None,
 ) -> dict[str, Any]:
     """The dict stored in ``last.state.pt``.
 
@@ -102,6 +103,7 @@ def make_state(
         "global_batch": global_batch,
         "finished": finished,
         "elapsed_s": float(elapsed_s),
+        "train_acc": -1.0 if train_acc is None else float(train_acc),
     }
 
 

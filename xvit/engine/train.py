@@ -6,7 +6,6 @@ side-by-side table (``summary.md`` / ``summary.json``). Under ``torchrun`` every
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -15,7 +14,8 @@ from xvit.engine import distributed as xdist
 from xvit.engine.config import Config, save_config
 from xvit.engine.prepare import cpu_threads, prepare
 from xvit.engine.runtime import seed_everything
-from xvit.engine.trainer import Trainer, format_duration
+from xvit.engine.summary import write_summary
+from xvit.engine.trainer import Trainer
 from xvit.models.registry import check_model_name
 
 
@@ -43,40 +43,27 @@ def check_model_names(cfg: Config) -> None:
 
 
 def train_all(cfg: Config, dist: xdist.DistInfo) -> list[dict]:
-    """Train ``cfg.model.name`` then each ``cfg.compare`` model; print a comparison table; return results."""
+    """Train ``cfg.model.name`` then each ``cfg.compare`` model; write and print the summary; return results.
+
+    A compared model is trained exactly as the main one (data, recipe, seed, budget) but built with
+    its family's defaults: ``model.options`` (head, mixing, ...) belong to ``model.name`` only, so
+    a frame-ViT baseline stays a frame ViT.
+    """
     check_model_names(cfg)
-    names = [cfg.model.name, *cfg.compare]
     if not cfg.compare:
         return [train_model(cfg, dist)]
     results = []
-    for name in names:
-        sub = dataclasses.replace(
-            cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[], model=dataclasses.replace(cfg.model, name=name)
-        )
+    for i, name in enumerate([cfg.model.name, *cfg.compare]):
+        model = dataclasses.replace(cfg.model, name=name, options=dict(cfg.model.options) if i == 0 else {})
+        sub = dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[], model=model)
         results.append(train_model(sub, dist, top_config=cfg))
         if results[-1].get("stopped"):  # train.stop_after_steps: the whole job stops, as if killed
             return results
     if dist.rank == 0:
-        table = results_table(results)
-        print("\n" + table)
-        Path(cfg.run_dir, "summary.md").write_text(table + "\n")
-        Path(cfg.run_dir, "summary.json").write_text(json.dumps(results, indent=2) + "\n")
+        out = Path(cfg.run_dir).expanduser()
+        print("\n" + write_summary(out, results))
+        print(f"summary: {out / 'summary.md'}, {out / 'summary.json'}, {out / 'summary.png'}")
     return results
-
-
-def results_table(results: list[dict]) -> str:
-    """Markdown table: model, top-1, top-5, mean class accuracy, views, params, train/eval time."""
-    rows = [
-        "| model | top-1 | top-5 | mean class acc | views | params (M) | train time | eval time |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
-    ]
-    for r in results:
-        top1, top5, mca = ("-" if r.get(k) is None else f"{r[k]:.1f}" for k in ("top1", "top5", "mean_class_acc"))
-        rows.append(
-            f"| {r['model']} | {top1} | {top5} | {mca} | {r.get('views', '-')} "
-            f"| {r['params_m']:.2f} | {format_duration(r['train_time_s'])} | {format_duration(r.get('eval_time_s'))} |"
-        )
-    return "\n".join(rows)
 
 
 def train_model(cfg: Config, dist: xdist.DistInfo, top_config: Config | None = None) -> dict:

@@ -27,6 +27,7 @@ from xvit.engine.loop import train_one_epoch
 from xvit.engine.mixup import VideoMixup
 from xvit.engine.optim import WarmupCosine, build_optimizer, scaled_lr
 from xvit.engine.prepare import Prepared
+from xvit.engine.results import print_run, run_results
 from xvit.engine.resume import (
     LAST_STATE,
     LAST_WEIGHTS,
@@ -124,6 +125,7 @@ class Trainer:
         self.loader, self.sampler, self.train_data = make_train_loader(prep, dist)
         self.val_loader = make_val_loader(prep, dist)
         self.epoch, self.step_in_epoch, self.best_top1, self.elapsed_before = 0, 0, None, 0.0
+        self.train_acc: float | None = None  # train top-1 of the last finished epoch
         self.finished = False
         if prep.resume is not None:
             self._restore(*prep.resume)
@@ -179,6 +181,7 @@ class Trainer:
                 global_batch=self.global_batch,
                 finished=self.finished,
                 elapsed_s=self.elapsed(),
+                train_acc=self.train_acc,
             )
             atomic_torch_save(state, folder / LAST_STATE)
             if self.cfg.train.keep_epoch_ckpts and step_in_epoch == 0:
@@ -196,6 +199,7 @@ class Trainer:
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.best_top1 = None if state["best_top1"] < 0 else float(state["best_top1"])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.train_acc = None if state.get("train_acc", -1.0) < 0 else float(state["train_acc"])
         self.finished = self.epoch >= self.cfg.train.epochs  # train.epochs may have been raised since
         if len(state["rng"]) == self.dist.world_size:
             set_rng_state(state["rng"][self.dist.rank])
@@ -225,7 +229,7 @@ class Trainer:
             results = json.loads(results_path.read_text())
             if self.main:
                 print(f"{self.run_dir} is already trained ({t.epochs} epochs); its results ({results_path}):")
-                self._print_results(results)
+                print_run(results)
             return results
         self._log_start()
         try:
@@ -240,10 +244,27 @@ class Trainer:
                 self.checkpoint(self.epoch, 0)
             train_time = self.elapsed()
             res = self.evaluate() if cfg.eval.enabled else {}
-            results = self._results(res, train_time)
+            run = {
+                "run_dir": self.run_dir,
+                "epochs": t.epochs,
+                "global_step": self.scheduler.last_step,
+                "global_batch": self.global_batch,
+                "train_time_s": train_time,
+                "train_acc": self.train_acc,
+                "views": cfg.eval.views,
+                "best_top1": self.best_top1,
+            }
+            results = run_results(
+                name=cfg.model.name,
+                model=self.model,
+                run=run,
+                res=res,
+                class_names=self.prep.class_names,
+                pairs=self.prep.pairs,
+            )
             if self.main:
                 results_path.write_text(json.dumps(results, indent=2) + "\n")
-                self._print_results(results)
+                print_run(results)
             return results
         finally:
             self.logger.close()
@@ -272,6 +293,7 @@ class Trainer:
             progress=t.progress,
         )
         if not stats["stopped"]:
+            self.train_acc = stats["acc"]
             self.logger.log("train_epoch", self.scheduler.last_step, {"epoch": self.epoch + 1, **stats})
             if self.main:
                 log.info(
@@ -371,45 +393,3 @@ class Trainer:
             self.dist.device,
             p.amp_dtype or "off (float32)",
         )
-
-    def _results(self, res: dict, train_time: float) -> dict:
-        params = count_params(self.model) / 1e6
-        out = {
-            "model": self.cfg.model.name,
-            "run_dir": str(self.run_dir),
-            "epochs": self.cfg.train.epochs,
-            "global_step": self.scheduler.last_step,
-            "params_m": round(params, 3),
-            "train_time_s": round(train_time, 1),
-            "views": self.cfg.eval.views if res else None,
-            "best_top1": self.best_top1,
-        }
-        for key in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing"):
-            out[key] = res.get(key)
-        out["eval_time_s"] = round(res["time_s"], 1) if res else None
-        if res:
-            per_class = torch.as_tensor(res["per_class_acc"]).tolist()
-            out["per_class_acc"] = {
-                n: (None if not np.isfinite(a) else round(a, 2)) for n, a in zip(self.prep.class_names, per_class)
-            }
-        return out
-
-    def _print_results(self, r: dict) -> None:
-        if r.get("top1") is None:
-            print(
-                f"{r['model']}: trained {r['epochs']} epochs in {format_duration(r['train_time_s'])} -> {self.run_dir}"
-            )
-            return
-        print(
-            f"{r['model']}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  mean class acc {r['mean_class_acc']:.2f}% "
-            f"({r['views']} views, {r['num_videos']} videos); "
-            f"trained in {format_duration(r['train_time_s'])} -> {self.run_dir}"
-        )
-
-
-def format_duration(seconds: float | None) -> str:
-    """``95`` -> ``"1m 35s"``; None -> ``"-"``."""
-    if seconds is None:
-        return "-"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    return f"{minutes}m {sec:02d}s" if minutes else f"{sec}s"

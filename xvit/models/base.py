@@ -73,6 +73,9 @@ class VideoModel(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if m is not self and hasattr(m, "init_weights"):
+                m.init_weights()  # a module's own init on top of the generic one (TemporalAttentionHead)
         self._zero_init()
 
     def _zero_init(self) -> None:

@@ -38,6 +38,14 @@ class JointSpaceTime(VideoModel):
         self.head = LinearHead(self.embed_dim, self.num_classes, self.drop_rate)
         self.init_weights()
 
+    def describe(self) -> dict[str, str]:
+        """What exchanges information across frames, and the head, in words (for result tables)."""
+        return {
+            "temporal": "joint space-time attention over all tokens",
+            "temporal_embed": "yes",
+            "head": "video CLS token + linear",
+        }
+
     def zero_init_params(self) -> set[str]:
         return {"time_embed"}
 

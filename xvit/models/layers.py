@@ -14,7 +14,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 
 MIX_TARGETS = ("kv", "k", "v")
@@ -251,6 +251,29 @@ class TemporalAttentionHead(nn.Module):
 
     def reset(self, num_classes: int) -> None:
         self.mlp_head[4] = nn.Linear(self.mlp_head[1].out_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Signal-preserving init, applied after the generic trunc-normal(0.02) one (init only:
+        loaded weights, e.g. the reference checkpoints, are unaffected).
+
+        The head's CLS token sees the frames only through the attention's value and output
+        projections, and reaches the logits through two more linears. At std 0.02 each has a gain
+        of 0.02 * sqrt(D): 0.55 at ViT-B's 768, but 0.2 at 96 and 0.11 at 32, so at small widths
+        the input-dependent part of the CLS starts ~25x smaller than the constants that AdamW
+        moves by ~lr per step (biases, the CLS token); the LayerNorms after it then normalise
+        the frames away, the model collapses to a constant prediction and the backbone's
+        gradient vanishes (the "stall at width 96"). Here the value and output projections start
+        as the identity, so that with the zero CLS token (zero query: uniform attention) the head
+        starts as temporal average pooling of the frame tokens followed by its MLP, and
+        ``mlp_head[1]`` starts at unit gain (std 1/sqrt(D)).
+        """
+        for blk in self.temporal_encoder:
+            dim = blk.attn.proj.in_features
+            blk.attn.qkv.weight[2 * dim :].copy_(torch.eye(dim))  # value projection
+            blk.attn.proj.weight.copy_(torch.eye(dim))
+        fc = self.mlp_head[1]
+        trunc_normal_(fc.weight, std=fc.in_features**-0.5)
 
     def forward(self, cls: Tensor) -> Tensor:
         """(B, T, D) normed per-frame CLS tokens -> (B, num_classes)."""

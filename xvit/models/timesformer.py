@@ -82,6 +82,14 @@ class TimeSformer(VideoModel):
         self.head = LinearHead(self.embed_dim, self.num_classes, self.drop_rate)
         self.init_weights()
 
+    def describe(self) -> dict[str, str]:
+        """What exchanges information across frames, and the head, in words (for result tables)."""
+        return {
+            "temporal": "divided attention: temporal, then spatial",
+            "temporal_embed": "yes",
+            "head": "video CLS token + linear",
+        }
+
     def zero_init_params(self) -> set[str]:
         return {"time_embed"} | {n for n, _ in self.named_parameters() if ".temporal_fc." in n}
 

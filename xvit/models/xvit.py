@@ -94,7 +94,31 @@ class VideoTransformer(VideoModel):
             for i in range(depth)
         )
         self.head = build_head(head, dim, self.num_heads, self.num_classes, head_depth, self.drop_rate, fused_attn)
+        self._options = dict(
+            mix=mix,
+            shift_div=shift_div,
+            t_w=t_w,
+            summary_token=summary_token,
+            head=head,
+            head_depth=head_depth,
+            tsm_shift_div=tsm_shift_div,
+        )
         self.init_weights()
+
+    def describe(self) -> dict[str, str]:
+        """What exchanges information across frames, and the head, in words (for result tables)."""
+        o, depth = self._options, self.depth
+        if self.mixing_blocks:
+            blocks = "all blocks" if len(self.mixing_blocks) == depth else f"blocks {sorted(self.mixing_blocks)}"
+            rho = round(100 * 2 * o["t_w"] / o["shift_div"])
+            temporal = f"{o['mix'].upper()} mixing, rho {rho}%, t_w {o['t_w']}, {blocks}"
+            temporal += ", summary token" if o["summary_token"] else ""
+        elif self.tsm_fold:
+            temporal = f"TSM shift 1/{o['tsm_shift_div']} + 1/{o['tsm_shift_div']} before every block"
+        else:
+            temporal = "none (frames independent)"
+        head = f"temporal attention ({o['head_depth']} block)" if o["head"] == "attn" else "temporal average pooling"
+        return {"temporal": temporal, "temporal_embed": "yes" if self.temp_embed is not None else "no", "head": head}
 
     def zero_init_params(self) -> set[str]:
         return {"temp_embed", "head.cls_token"}

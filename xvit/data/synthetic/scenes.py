@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CLASSES", "CLASS_NAMES", "FLIP_LABEL_MAP", "SyntheticClass", "class_descriptions", "render_video"]
+__all__ = [
+    "CLASSES",
+    "CLASS_NAMES",
+    "FLIP_LABEL_MAP",
+    "REVERSED_PAIRS",
+    "SyntheticClass",
+    "class_descriptions",
+    "render_video",
+]
 
 
 @dataclass(frozen=True)
@@ -302,6 +310,16 @@ _RENDERERS: dict[str, tuple[Callable[[np.random.Generator, np.ndarray, bool], No
     "static_cross": (_render_static("cross"), False),
     "static_ring": (_render_static("ring"), False),
 }
+
+
+# The time-reversed pairs: only the order of the frames tells their two classes apart.
+REVERSED_PAIRS: tuple[tuple[str, str], ...] = (
+    ("moving_left", "moving_right"),
+    ("moving_up", "moving_down"),
+    ("approaching", "receding"),
+    ("rotating_clockwise", "rotating_counterclockwise"),
+    ("appearing", "disappearing"),
+)
 
 
 def render_video(label: int, index: int, *, seed: int = 0, num_frames: int = 16, size: int = 64) -> np.ndarray:
