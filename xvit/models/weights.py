@@ -17,6 +17,7 @@ Files are read with safetensors or ``torch.load(weights_only=True)``: nothing is
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,4 +187,6 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool | None = No
         else logging.INFO
     )
     log.log(level, "%s", report.summary())
+    if level == logging.WARNING:  # a plain script (no logging set up) sees it too
+        warnings.warn(f"pretrained weights did not fit the model exactly: {report.summary()}", stacklevel=2)
     return report

@@ -15,7 +15,7 @@ moving_up                  temporal     an object slides bottom to top (reverse 
 moving_down                temporal     an object slides top to bottom
 approaching                temporal     an object grows (comes closer) around a fixed centre
 receding                   temporal     an object shrinks (reverse of approaching)
-rotating_clockwise         temporal     a non-circular object turns clockwise on screen
+rotating_clockwise         temporal     a clock hand turns clockwise about its hub
 rotating_counterclockwise  temporal     the same, counter-clockwise (reverse of clockwise)
 appearing                  temporal     an object fades in from the background
 disappearing               temporal     an object fades out (reverse of appearing)
@@ -30,9 +30,9 @@ the frames where they overlap. A horizontal flip swaps left/right and clockwise/
 (:data:`FLIP_LABEL_MAP`, for ``build_train_transform(flip_label_map=...)``).
 
 Nuisances, drawn per video from ``numpy.random.default_rng((seed, label, index))``: shape
-(square, circle, triangle, diamond, bar), texture (plain, stripes, checker, blocky noise), colours
+(square, circle, triangle, diamond, bar; a clock hand for the rotations), texture (plain or stripes), colours
 (object and background on opposite sides of mid-grey, so that contrast is never lost), background
-(plain, gradient, smooth noise), start position, size, speed and the onset/end of the motion, and
+(plain or gradient), start position, size, speed and the onset/end of the motion, and
 per-pixel Gaussian noise. Frames are drawn with numpy (vectorised masks, no anti-aliasing) and
 written as H.264 (libx264, yuv420p) through PyAV, ``videos/<class>/<index:05d>.mp4``, with
 ``train.txt`` / ``val.txt`` (``videos/<class>/<index>.mp4 <label>``, relative to the dataset root),
