@@ -210,12 +210,14 @@ def _render_grow(rng: np.random.Generator, frames: np.ndarray, light: bool) -> N
 
 
 def _render_turn(rng: np.random.Generator, frames: np.ndarray, light: bool) -> None:
-    """A clock hand turning clockwise about its hub by 8-12 degrees per frame on average (it has no
-    rotational symmetry, so the direction is never ambiguous; its tip sweeps across patches)."""
+    """A clock hand turning clockwise about its hub (near the frame centre) by 8-12 degrees per frame
+    on average (it has no rotational symmetry, so the direction is never ambiguous; its tip sweeps
+    across patches)."""
     num_frames, size = frames.shape[:2]
     look = _look(rng, light, shapes=("hand",))
-    r = rng.uniform(0.32, 0.40) * size
-    cx, cy = rng.uniform(r, size - r, 2)
+    r = rng.uniform(0.36, 0.44) * size
+    cx, cy = size / 2 + rng.uniform(-0.05, 0.05, 2) * size  # the hub near the centre: the tip's motion
+    # at each place in the frame then has one direction per class
     sweep = math.radians(rng.uniform(8.0, 12.0)) * (num_frames - 1)
     theta = (rng.uniform(0, 2 * math.pi) + sweep * _progress(rng, num_frames)).astype(np.float32)
     _draw(frames, look, _const(cx, num_frames), _const(cy, num_frames), _const(r, num_frames), theta)

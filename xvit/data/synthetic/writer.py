@@ -36,7 +36,7 @@ from xvit.progress import progress_bar
 __all__ = ["DEFAULTS", "GENERATOR_VERSION", "SyntheticInfo", "cache_key", "ensure_synthetic", "generate_synthetic"]
 
 # Bump when the drawing or encoding changes: cached datasets keyed by the old version are rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # The ``generator`` of meta.json (the package's name, whatever module writes it): marks a folder as ours.
 GENERATOR = "xvit.data.synthetic"
 DEFAULTS: dict[str, int | float] = {
