@@ -86,6 +86,12 @@ class VideoModel(nn.Module):
     def zero_init_params(self) -> set[str]:
         return set()
 
+    temporal_exchange = "none"  # how frames exchange information, in words (result tables)
+
+    def describe(self) -> dict[str, str]:
+        """What exchanges information across frames, and the head, in words (for result tables)."""
+        return {"temporal": self.temporal_exchange, "temporal_embed": "yes", "head": "video CLS token + linear"}
+
     def embed_patches(self, x: Tensor) -> Tensor:
         """(B, C, T, H, W) video -> (B, T, N, D) patch tokens with spatial position embedding."""
         B, C, T, H, W = x.shape

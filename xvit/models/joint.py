@@ -18,6 +18,8 @@ from xvit.models.layers import Attention, Block, LinearHead, resize_temporal_emb
 class JointSpaceTime(VideoModel):
     """One sequence of 1 + T·N tokens through standard ViT blocks."""
 
+    temporal_exchange = "joint space-time attention over all tokens"  # in words, for result tables (describe)
+
     def __init__(self, *, fused_attn: bool = True, **vit_args) -> None:
         super().__init__(**vit_args)
         self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames, 1, self.embed_dim))
@@ -37,14 +39,6 @@ class JointSpaceTime(VideoModel):
         )
         self.head = LinearHead(self.embed_dim, self.num_classes, self.drop_rate)
         self.init_weights()
-
-    def describe(self) -> dict[str, str]:
-        """What exchanges information across frames, and the head, in words (for result tables)."""
-        return {
-            "temporal": "joint space-time attention over all tokens",
-            "temporal_embed": "yes",
-            "head": "video CLS token + linear",
-        }
 
     def zero_init_params(self) -> set[str]:
         return {"time_embed"}

@@ -63,6 +63,8 @@ class DividedBlock(nn.Module):
 class TimeSformer(VideoModel):
     """TimeSformer-divided: one video CLS, spatial + temporal embeddings, divided blocks."""
 
+    temporal_exchange = "divided attention: temporal, then spatial"  # in words, for result tables (describe)
+
     def __init__(self, *, fused_attn: bool = True, **vit_args) -> None:
         super().__init__(**vit_args)
         self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames, 1, self.embed_dim))
@@ -81,14 +83,6 @@ class TimeSformer(VideoModel):
         )
         self.head = LinearHead(self.embed_dim, self.num_classes, self.drop_rate)
         self.init_weights()
-
-    def describe(self) -> dict[str, str]:
-        """What exchanges information across frames, and the head, in words (for result tables)."""
-        return {
-            "temporal": "divided attention: temporal, then spatial",
-            "temporal_embed": "yes",
-            "head": "video CLS token + linear",
-        }
 
     def zero_init_params(self) -> set[str]:
         return {"time_embed"} | {n for n, _ in self.named_parameters() if ".temporal_fc." in n}
