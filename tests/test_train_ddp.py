@@ -40,6 +40,9 @@ def _overrides(root: Path, run_dir: Path, batch_size: int) -> list[str]:
         "data.short_side_range": [32, 40],
         "data.hflip": False,
         "data.num_workers": 0,
+        # the frame cache, built by rank 0 of each run (its own folder) and read by every rank
+        "data.cache": "disk",
+        "data.frame_cache_dir": str(root / "frames" / run_dir.name),
         "optim.name": "sgd",
         "optim.lr": 0.1,
         "optim.lr_base_batch": None,
