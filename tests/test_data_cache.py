@@ -76,6 +76,16 @@ def test_disk_cache_is_reused_and_invalidated_per_file(vids, tmp_path, monkeypat
         assert torch.equal(third.open(1).get([0, 3]), video.get([0, 3]))
 
 
+def test_memory_cache_decodes_a_repeated_path_once(vids, monkeypatch):
+    decoded = []
+    original = frame_cache._decode
+    monkeypatch.setattr(frame_cache, "_decode", lambda job: decoded.append(job[0]) or original(job))
+    a, b = str(vids["h264.mp4"]), str(vids["vp9.webm"])
+    cache = build_memory_cache([a, b, a], progress=False)
+    assert decoded == [a, b] and len(cache) == 3
+    assert torch.equal(cache.open(0).get([0, 5]), cache.open(2).get([0, 5]))
+
+
 def _dataset(vids, mode: str, cache=None) -> VideoDataset:
     names = ["h264.mp4", "vp9.webm", "garbage.mp4", "h264_odd_321x239.mp4"]
     samples = [VideoSample(str(vids[n]), i % 2) for i, n in enumerate(names)]

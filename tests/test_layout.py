@@ -91,3 +91,26 @@ def test_checkpoint_carries_the_clip_spec_and_old_files_still_load(tmp_path):
     # without recorded views: the paper's default for the format (SSv2: 2x3)
     save_model(tmp_path / "older.safetensors", model, {"data": {"format": "ssv2"}})
     assert read_meta(tmp_path / "older.safetensors").clip.views == (2, 3)
+
+
+def test_models_command_takes_a_pattern(capsys):
+    from xvit.cli import main
+
+    assert main(["models", "tsm_vit_*"]) == 0
+    assert capsys.readouterr().out.split() == model_names("tsm_vit_*")
+
+
+def test_reversed_pairs_resolve_by_name_or_label():
+    from xvit.engine.prepare import resolve_pairs
+
+    names = ["left", "right", "still"]
+    assert resolve_pairs([["left", "right"], [2, 0]], names) == [(0, 1), (2, 0)]
+    with pytest.raises(UserError, match="class 'up' is not one of the 3 classes"):
+        resolve_pairs([["left", "up"]], names)
+    with pytest.raises(UserError, match="is not a pair"):
+        resolve_pairs([["left"]], names)
+
+
+def test_clip_spec_names_fall_back_to_label_numbers():
+    assert ClipSpec(class_names=("a", "b")).names(2) == ["a", "b"]
+    assert ClipSpec(class_names=("a", "b")).names(3) == ["0", "1", "2"]

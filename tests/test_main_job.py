@@ -85,3 +85,17 @@ def test_pretrained_mismatch_is_a_python_warning(tmp_path):
         warnings.simplefilter("always")
         load_pretrained(other, tmp_path / "m.safetensors", strict=False)
     assert any("unused from the file" in str(w.message) for w in caught)
+
+
+def test_bench_train_measures_compute_loader_and_training(job, tmp_path, capsys):
+    root = job[0].parent  # the tiny job's synthetic data and frame cache
+    argv = tiny_job(root, tmp_path / "bench")[3:]  # the overrides, without "train --config synthetic"
+    out = tmp_path / "bench.json"
+    code = main(["bench-train", "--config", "synthetic", "--steps", "3", "--warmup", "1", "--repeats", "2",
+                 "--json", str(out), *argv])  # fmt: skip
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["median"]) == {"compute", "loader", "train"} and all(v > 0 for v in doc["median"].values())
+    assert all(len(r) == 2 for r in doc["clips_per_s"].values()) and doc["settings"]["cache"] == "disk"
+    assert doc["train_over_compute"] == round(doc["median"]["train"] / doc["median"]["compute"], 3)
+    assert "train / compute" in capsys.readouterr().out

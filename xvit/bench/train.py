@@ -70,9 +70,7 @@ def _loader_rate(trainer: Trainer, steps: int, warmup: int) -> float:
 
 def bench_training(cfg: Config, *, steps: int = 40, warmup: int = 5, repeats: int = 3) -> dict:
     """Measure ``compute``, ``loader`` and ``train`` clips/s for ``cfg`` (see the module docstring)."""
-    dist = xdist.DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
-    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
-        dist = xdist.init_distributed(cfg.train.device)
+    dist = xdist.init_distributed(cfg.train.device)  # one process: no process group, just the device
     threads = cpu_threads(cfg, dist)
     seed_everything(cfg.seed, threads=threads)
     prep = prepare(cfg, dist)

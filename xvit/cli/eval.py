@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model, meta = load_checkpoint(ckpt, device=device)
         settings = parse_view_list(args.views) if args.views else [meta.clip.views]
-        names = meta.class_names(model.num_classes)
+        names = meta.clip.names(model.num_classes)
         out_dir = Path(args.out) if args.out else ckpt.parent / ("eval_" + "_".join(f"{t}x{s}" for t, s in settings))
         source = dict(
             root=args.data_root, annotations=args.annotations, format=args.format, class_names=args.class_names

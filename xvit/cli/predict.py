@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=device)
     clip = meta.clip.replace(views=parse_views(args.views, key="--views")) if args.views else meta.clip
-    names = meta.class_names(model.num_classes)
+    names = meta.clip.names(model.num_classes)
     results, failed = [], 0
     for path in args.videos:
         try:

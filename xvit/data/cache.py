@@ -192,12 +192,11 @@ class FrameCache:
 def build_memory_cache(
     paths: Sequence[str], short_side: int | None = None, *, workers: int = 1, progress: bool = True
 ) -> FrameCache:
-    """Decode every video into this process's memory."""
-    entries, arrays = [], []
-    for entry, arr in _decode_all([(str(p), short_side) for p in paths], workers, progress, "frame cache"):
-        entries.append(entry)
-        arrays.append(arr)
-    return FrameCache(entries, arrays)
+    """Decode every video into this process's memory (a path listed twice is decoded once)."""
+    paths = [str(p) for p in paths]
+    unique = list(dict.fromkeys(paths))
+    decoded = dict(zip(unique, _decode_all([(p, short_side) for p in unique], workers, progress, "frame cache")))
+    return FrameCache([decoded[p][0] for p in paths], [decoded[p][1] for p in paths])
 
 
 def cache_key(paths: Sequence[str], short_side: int | None) -> str:

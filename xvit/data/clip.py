@@ -101,6 +101,11 @@ class ClipSpec:
     def views_text(self) -> str:
         return views_text(self.views)
 
+    def names(self, num_classes: int) -> list[str]:
+        """The class names, else ``"0" .. "K-1"`` when they are unknown or do not fit ``num_classes``."""
+        names = list(self.class_names)
+        return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+
     def replace(self, **changes: Any) -> ClipSpec:
         return dataclasses.replace(self, **changes)
 

@@ -68,11 +68,6 @@ class CheckpointMeta:
     def name(self) -> str | None:
         return self.model.get("name")
 
-    def class_names(self, num_classes: int) -> list[str]:
-        """The recorded class names, else ``"0" .. "K-1"``."""
-        names = list(self.clip.class_names)
-        return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": META_VERSION,

@@ -50,12 +50,6 @@ def video_scores(
     return aggregate_views(logits)[0].cpu()  # (1, V, K) -> (K,)
 
 
-def class_names(clip: ClipSpec, num_classes: int) -> list[str]:
-    """The clip spec's class names, else ``"0" .. "K-1"``."""
-    names = list(clip.class_names)
-    return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
-
-
 def top_classes(scores: Tensor, names: list[str], topk: int) -> list[dict]:
     """``[{"class", "index", "prob"}, ...]``: the ``topk`` classes of one video's scores ``(K,)``."""
     probs, classes = scores.topk(min(topk, len(scores)))
@@ -80,4 +74,4 @@ def predict_video(
     if device is None:
         device = next(model.parameters()).device
     scores = video_scores(model, clip, path, views=views, device=device)
-    return [(t["class"], t["prob"]) for t in top_classes(scores, class_names(clip, len(scores)), topk)]
+    return [(t["class"], t["prob"]) for t in top_classes(scores, clip.names(len(scores)), topk)]

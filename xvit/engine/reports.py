@@ -14,9 +14,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 
-def _num(x: float) -> float | None:
-    """A float for JSON: NaN -> None (JSON has no NaN), rounded to 4 decimals."""
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+def json_float(x: float | None, digits: int = 4) -> float | None:
+    """A float for JSON: NaN -> None (JSON has no NaN), rounded to ``digits`` decimals."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)
 
 
 def predictions(res: dict, class_names: list[str], paths: list[str], topk: int = 5) -> list[dict]:
@@ -48,16 +48,16 @@ def write_reports(out_dir: Path, res: dict, *, class_names: list[str], paths: li
     per_class = res["per_class_acc"].tolist()
     metrics = {
         **info,
-        "top1": _num(res["top1"]),
-        "top5": _num(res["top5"]),
-        "mean_class_acc": _num(res["mean_class_acc"]),
+        "top1": json_float(res["top1"]),
+        "top5": json_float(res["top5"]),
+        "mean_class_acc": json_float(res["mean_class_acc"]),
         "num_videos": res["num_videos"],
         "num_missing": res["num_missing"],
         "missing": [{"index": i, "path": paths[i]} for i in res["missing"]],
         "num_classes": len(class_names),
         "num_classes_present": res["num_classes_present"],
-        "per_class_acc": {name: _num(a) for name, a in zip(class_names, per_class)},
-        "seconds": _num(res.get("seconds")),
+        "per_class_acc": {name: json_float(a) for name, a in zip(class_names, per_class)},
+        "seconds": json_float(res.get("seconds")),
         "notes": "accuracies in percent over the readable videos (unreadable ones are listed in 'missing', "
         "not counted); mean_class_acc averages the classes present in the labels; "
         "scores are softmax averaged over the views",

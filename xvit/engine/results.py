@@ -3,19 +3,18 @@ per-pair tables, the confusion matrix, train accuracy and throughput, and what t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from xvit.engine.metrics import pair_order_accuracy
+from xvit.engine.reports import json_float
 from xvit.models.flops import count_params
 
 
-def _num(x: float | None, digits: int = 2) -> float | None:
-    """A JSON-safe rounded float (NaN -> None)."""
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)
+def _num(x: float | None) -> float | None:
+    return json_float(x, digits=2)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -45,7 +44,7 @@ def run_results(
     steps, batch, seconds = run["global_step"], run["global_batch"], run["train_time_s"]
     out = {
         "model": name,
-        "describe": model.describe() if hasattr(model, "describe") else {},
+        "describe": model.describe(),
         "options": dict(getattr(model, "model_config", {}).get("options", {})),
         "run_dir": str(run["run_dir"]),
         "epochs": run["epochs"],
