@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("xvit.cli.check_data", "scan a dataset for missing, unreadable or bad entries"),
     "bench-data": ("xvit.cli.bench_data", "measure data-loader clips/s (seek decode vs full decode)"),
     "bench-train": ("xvit.cli.bench_train", "training clips/s: model alone vs data loader vs the real loop"),
+    "reproduce": (
+        "xvit.cli.reproduce",
+        "the supplement's studies: table1 (speed), table2 (TSM vs X-ViT), fig1 (test views)",
+    ),
 }
 
 
@@ -50,7 +54,13 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse takes positionals only before the first flag: KEY=VALUE overrides after flags join the rest
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
