@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 import xvit
 from xvit.cli import main
+from xvit.engine.resume import last_state
 
 SUBSET = (0, 1, 12, 13)  # moving_left, moving_right (time-reversed pair), static_cross, static_ring
 
@@ -123,8 +124,11 @@ def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
     resolved = load_config(str(run_dir / "config.yaml"))
     assert resolved.train.epochs == 40 and resolved.model.name == "xvit_nano_patch8_32"
     assert resolved.data.train_annotations == str(tiny / "overfit4.txt") and resolved.model.options == {"head": "avg"}
-    for name in ("last.safetensors", "last.state.pt", "best.safetensors"):
+    for name in ("last.safetensors", "best.safetensors", "latest"):
         assert (run_dir / "checkpoints" / name).is_file()
+    (step,) = [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step_")]  # older ones pruned
+    assert step.name == "step_000000160" and (run_dir / "checkpoints" / "latest").read_text().strip() == step.name
+    assert (step / "model.safetensors").samefile(run_dir / "checkpoints" / "last.safetensors")  # a hard link
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {ln["kind"] for ln in lines} == {"train_step", "train_epoch", "val"}
@@ -132,7 +136,7 @@ def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
     # the checkpoint is what eval/predict need: model + test pipeline in its metadata
     model, clip = xvit.load_model(run_dir / "checkpoints" / "last.safetensors")
     assert model.num_classes == 14 and clip.num_frames == 8 and len(clip.class_names) == 14 and not model.training
-    state = torch.load(run_dir / "checkpoints" / "last.state.pt", weights_only=True)
+    state = last_state(run_dir)
     assert state["finished"] and state["global_step"] == 160 and state["epoch"] == 40
     # running it again finds the finished run and only reports it
     assert (
@@ -174,15 +178,15 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tiny, tmp_path):
     # 4 steps per epoch; checkpoints at steps 3 (mid-epoch 0), 4 (end of epoch 0), 6 (mid-epoch 1); killed at 7
     assert train(tiny, tmp_path / "b", train__ckpt_every_steps=3, train__stop_after_steps=7, **common) == 0
     assert not (tmp_path / "b" / "results.json").exists()
-    state = torch.load(tmp_path / "b" / "checkpoints" / "last.state.pt", weights_only=True)
+    state = last_state(tmp_path / "b")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 6)
     assert train(tiny, tmp_path / "b", train__ckpt_every_steps=3, **common) == 0
     a = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoints" / "last.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-    sa = torch.load(tmp_path / "a" / "checkpoints" / "last.state.pt", weights_only=True)
-    sb = torch.load(tmp_path / "b" / "checkpoints" / "last.state.pt", weights_only=True)
+    sa = last_state(tmp_path / "a")
+    sb = last_state(tmp_path / "b")
     assert sa["global_step"] == sb["global_step"] == 8
     assert all(
         torch.equal(sa["optimizer"]["state"][i]["momentum_buffer"], sb["optimizer"]["state"][i]["momentum_buffer"])
@@ -289,7 +293,7 @@ def test_gradient_accumulation_matches_larger_batch(tiny, tmp_path):
     big = load_file(str(tmp_path / "big" / "checkpoints" / "last.safetensors"))
     acc = load_file(str(tmp_path / "acc" / "checkpoints" / "last.safetensors"))
     assert max((big[k] - acc[k]).abs().max().item() for k in big) <= 1e-6
-    state = torch.load(tmp_path / "acc" / "checkpoints" / "last.state.pt", weights_only=True)
+    state = last_state(tmp_path / "acc")
     assert state["global_step"] == 4 and state["global_batch"] == 4
 
 
