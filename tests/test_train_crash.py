@@ -70,7 +70,7 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sigkill_at_random_moments_resumes_bit_exact(tiny, tmp_path, forkserver):
+def test_sigkill_at_random_moments_resumes_bit_exact(tiny, tmp_path, forkserver):  # noqa: F811
     ref_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
     assert _attempt(forkserver, tiny_overrides(tiny, ref_dir, **COMMON), tmp_path / "ref.log") == 0
     argv = tiny_overrides(tiny, run_dir, **COMMON)
