@@ -303,3 +303,47 @@ def test_bf16_autocast_on_cpu(tiny, tmp_path, capsys):
     assert all(ln["loss"] is not None and ln["loss"] > 0 for ln in lines if ln["kind"] == "train_step")
     _fails(capsys, train(tiny, tmp_path / "fp16", train__amp="fp16"), "train.amp=fp16 needs a CUDA device")
     assert not (tmp_path / "fp16").exists()
+
+
+# ------------------------------------------------------------------------------------------ skip ledger
+
+
+def test_skip_ledger_counts_and_lists_unreadable_videos(tiny, tmp_path, capsys, caplog):
+    """Two unreadable training videos and one unreadable validation video: each listed once (path,
+    reason, epoch) in metrics.jsonl, results.json and the epoch log line; above
+    data.max_skipped_fraction the run stops with one line instead of training on the rest."""
+    (tiny / "bad").mkdir(exist_ok=True)
+    (tiny / "bad" / "empty.mp4").write_bytes(b"")
+    (tiny / "bad" / "text.mp4").write_text("not a video\n")
+    train_list, val_list = tmp_path / "train.txt", tmp_path / "val.txt"
+    train_list.write_text((tiny / "sub.txt").read_text() + "bad/empty.mp4 0\nbad/text.mp4 1\n")
+    val_list.write_text((tiny / "sub.txt").read_text() + "bad/empty.mp4 0\n")
+    run_dir = tmp_path / "skips"
+    common = dict(
+        data__train_annotations=str(train_list),
+        data__val_annotations=str(val_list),
+        data__cache="none",
+        train__epochs=2,
+        train__batch_size=2,
+    )
+    with caplog.at_level("INFO", logger="xvit.train"):
+        assert train(tiny, run_dir, data__max_skipped_fraction=0.25, **common) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    skipped = results["skipped"]
+    assert (skipped["train"], skipped["val"]) == (2, 1)
+    by_split = {(v["split"], Path(v["path"]).name): v for v in skipped["videos"]}
+    assert set(by_split) == {("train", "empty.mp4"), ("train", "text.mp4"), ("val", "empty.mp4")}
+    assert all(v["reason"] and v["epoch"] in (0, 1) for v in skipped["videos"])
+    assert results["num_missing"] == 1 and results["num_videos"] == 8
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    skips = [(ln["split"], Path(ln["path"]).name) for ln in lines if ln["kind"] == "skip"]
+    assert sorted(skips) == sorted(by_split)  # once per path, though both epochs read them
+    epochs = [ln for ln in lines if ln["kind"] == "train_epoch"]
+    assert [ln["skipped_train"] for ln in epochs] == [2, 2] and epochs[0]["skipped_new"] == 2
+    assert "2 unreadable training videos skipped" in caplog.text
+    # the default data.max_skipped_fraction (0.01): the first unreadable video of 10 stops the run, in one line
+    err = _fails(
+        capsys, train(tiny, tmp_path / "strict", **common), "of the 10 training videos", "data.max_skipped_fraction=0.01"
+    )
+    assert ".mp4" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "strict" / "results.json").exists()

@@ -366,10 +366,9 @@ class Trainer:
         )
         res["time_s"] = time.perf_counter() - start
         self.eval_seconds += res["time_s"]
-        for i in res["missing"]:
-            self.ledger.add(
-                str(self.prep.val_set.samples[i].path), self.prep.val_set.failure_reason(i), self.epoch, "val"
-            )
+        for i in res["missing"]:  # epoch: the one just trained (0-based), as for training videos
+            reason = self.prep.val_set.failure_reason(i)
+            self.ledger.add(str(self.prep.val_set.samples[i].path), reason, max(self.epoch - 1, 0), "val")
         self._log_skips()
         scalars = {k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing", "time_s")}
         self.logger.log("val", self.scheduler.last_step, {"epoch": self.epoch, "views": self.cfg.eval.views, **scalars})
