@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 import xvit
 from xvit.cli import main
+from xvit.engine.resume import last_state
 
 ATOL = 1e-5
 
@@ -99,7 +100,7 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert res_one["num_videos"] == res_two["num_videos"] == 14
     assert res_two["top1"] == res_one["top1"] and res_two["per_class_acc"] == res_one["per_class_acc"]
     # rank 0 alone wrote the run directory; the state records the world size and global batch
-    state = torch.load(tmp_path / "two" / "checkpoints" / "last.state.pt", weights_only=True)
+    state = last_state(tmp_path / "two")
     assert state["world_size"] == 2 and state["global_batch"] == 4 and state["global_step"] == 6
     assert len(state["rng"]) == 2  # one RNG state per rank
     assert (tmp_path / "two" / "config.yaml").is_file() and (tmp_path / "two" / "metrics.jsonl").is_file()

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 import xvit
 from xvit.cli import main
+from xvit.engine.resume import last_state
 
 SUBSET = (0, 1, 12, 13)  # moving_left, moving_right (time-reversed pair), static_cross, static_ring
 
@@ -123,8 +124,11 @@ def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
     resolved = load_config(str(run_dir / "config.yaml"))
     assert resolved.train.epochs == 40 and resolved.model.name == "xvit_nano_patch8_32"
     assert resolved.data.train_annotations == str(tiny / "overfit4.txt") and resolved.model.options == {"head": "avg"}
-    for name in ("last.safetensors", "last.state.pt", "best.safetensors"):
+    for name in ("last.safetensors", "best.safetensors", "latest"):
         assert (run_dir / "checkpoints" / name).is_file()
+    (step,) = [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step_")]  # older ones pruned
+    assert step.name == "step_000000160" and (run_dir / "checkpoints" / "latest").read_text().strip() == step.name
+    assert (step / "model.safetensors").samefile(run_dir / "checkpoints" / "last.safetensors")  # a hard link
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {ln["kind"] for ln in lines} == {"train_step", "train_epoch", "val"}
@@ -132,7 +136,7 @@ def test_overfits_tiny_set_and_writes_run_dir(tiny, tmp_path, capsys):
     # the checkpoint is what eval/predict need: model + test pipeline in its metadata
     model, clip = xvit.load_model(run_dir / "checkpoints" / "last.safetensors")
     assert model.num_classes == 14 and clip.num_frames == 8 and len(clip.class_names) == 14 and not model.training
-    state = torch.load(run_dir / "checkpoints" / "last.state.pt", weights_only=True)
+    state = last_state(run_dir)
     assert state["finished"] and state["global_step"] == 160 and state["epoch"] == 40
     # running it again finds the finished run and only reports it
     assert (
@@ -174,15 +178,15 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tiny, tmp_path):
     # 4 steps per epoch; checkpoints at steps 3 (mid-epoch 0), 4 (end of epoch 0), 6 (mid-epoch 1); killed at 7
     assert train(tiny, tmp_path / "b", train__ckpt_every_steps=3, train__stop_after_steps=7, **common) == 0
     assert not (tmp_path / "b" / "results.json").exists()
-    state = torch.load(tmp_path / "b" / "checkpoints" / "last.state.pt", weights_only=True)
+    state = last_state(tmp_path / "b")
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 2, 6)
     assert train(tiny, tmp_path / "b", train__ckpt_every_steps=3, **common) == 0
     a = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoints" / "last.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-    sa = torch.load(tmp_path / "a" / "checkpoints" / "last.state.pt", weights_only=True)
-    sb = torch.load(tmp_path / "b" / "checkpoints" / "last.state.pt", weights_only=True)
+    sa = last_state(tmp_path / "a")
+    sb = last_state(tmp_path / "b")
     assert sa["global_step"] == sb["global_step"] == 8
     assert all(
         torch.equal(sa["optimizer"]["state"][i]["momentum_buffer"], sb["optimizer"]["state"][i]["momentum_buffer"])
@@ -289,7 +293,7 @@ def test_gradient_accumulation_matches_larger_batch(tiny, tmp_path):
     big = load_file(str(tmp_path / "big" / "checkpoints" / "last.safetensors"))
     acc = load_file(str(tmp_path / "acc" / "checkpoints" / "last.safetensors"))
     assert max((big[k] - acc[k]).abs().max().item() for k in big) <= 1e-6
-    state = torch.load(tmp_path / "acc" / "checkpoints" / "last.state.pt", weights_only=True)
+    state = last_state(tmp_path / "acc")
     assert state["global_step"] == 4 and state["global_batch"] == 4
 
 
@@ -299,3 +303,47 @@ def test_bf16_autocast_on_cpu(tiny, tmp_path, capsys):
     assert all(ln["loss"] is not None and ln["loss"] > 0 for ln in lines if ln["kind"] == "train_step")
     _fails(capsys, train(tiny, tmp_path / "fp16", train__amp="fp16"), "train.amp=fp16 needs a CUDA device")
     assert not (tmp_path / "fp16").exists()
+
+
+# ------------------------------------------------------------------------------------------ skip ledger
+
+
+def test_skip_ledger_counts_and_lists_unreadable_videos(tiny, tmp_path, capsys, caplog):
+    """Two unreadable training videos and one unreadable validation video: each listed once (path,
+    reason, epoch) in metrics.jsonl, results.json and the epoch log line; above
+    data.max_skipped_fraction the run stops with one line instead of training on the rest."""
+    (tiny / "bad").mkdir(exist_ok=True)
+    (tiny / "bad" / "empty.mp4").write_bytes(b"")
+    (tiny / "bad" / "text.mp4").write_text("not a video\n")
+    train_list, val_list = tmp_path / "train.txt", tmp_path / "val.txt"
+    train_list.write_text((tiny / "sub.txt").read_text() + "bad/empty.mp4 0\nbad/text.mp4 1\n")
+    val_list.write_text((tiny / "sub.txt").read_text() + "bad/empty.mp4 0\n")
+    run_dir = tmp_path / "skips"
+    common = dict(
+        data__train_annotations=str(train_list),
+        data__val_annotations=str(val_list),
+        data__cache="none",
+        train__epochs=2,
+        train__batch_size=2,
+    )
+    with caplog.at_level("INFO", logger="xvit.train"):
+        assert train(tiny, run_dir, data__max_skipped_fraction=0.25, **common) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    skipped = results["skipped"]
+    assert (skipped["train"], skipped["val"]) == (2, 1)
+    by_split = {(v["split"], Path(v["path"]).name): v for v in skipped["videos"]}
+    assert set(by_split) == {("train", "empty.mp4"), ("train", "text.mp4"), ("val", "empty.mp4")}
+    assert all(v["reason"] and v["epoch"] in (0, 1) for v in skipped["videos"])
+    assert results["num_missing"] == 1 and results["num_videos"] == 8
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    skips = [(ln["split"], Path(ln["path"]).name) for ln in lines if ln["kind"] == "skip"]
+    assert sorted(skips) == sorted(by_split)  # once per path, though both epochs read them
+    epochs = [ln for ln in lines if ln["kind"] == "train_epoch"]
+    assert [ln["skipped_train"] for ln in epochs] == [2, 2] and epochs[0]["skipped_new"] == 2
+    assert "2 unreadable training videos skipped" in caplog.text
+    # the default data.max_skipped_fraction (0.01): the first unreadable video of 10 stops the run, in one line
+    err = _fails(
+        capsys, train(tiny, tmp_path / "strict", **common), "of the 10 training videos", "data.max_skipped_fraction=0.01"
+    )
+    assert ".mp4" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "strict" / "results.json").exists()

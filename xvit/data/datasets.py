@@ -7,9 +7,12 @@ view ``v = temporal * num_crops + spatial`` (PySlowFast): the union of all tempo
 is decoded in one call and every view is cut from that decode.
 
 Bad data never stops a run: a video that cannot be read (missing, empty, truncated, audio-only,
-undecodable) is logged once per path and process on the ``xvit.data`` logger; training draws
-another random video (at most ``max_retries`` times in a row, then a ``UserError``), testing
-returns ``views=None`` and ``collate_views`` lists the index under ``missing``.
+undecodable) is logged once per path and process on the ``xvit.data`` logger and appended to the
+dataset's ``skipped`` list as ``(path, reason)`` (the training loader ships these to the run's
+skip ledger, ``xvit.engine.ledger``); training draws another random video (at most
+``max_retries`` times in a row, then a ``UserError``), testing returns ``views=None`` and
+``collate_views`` lists the index under ``missing``. A test video with fewer frames than a clip
+needs is warned about once (its frames are repeated to fill the clip).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from xvit.data.annotations import ClassNames, VideoSample, check_labels, detect_format, load_annotations
 from xvit.data.cache import CachedVideo, FrameCache
@@ -37,10 +40,27 @@ SPLITS = ("train", "val", "test")
 _reported: set[str] = set()  # paths already logged as unreadable in this process
 
 
+_short: set[str] = set()  # paths already warned about as shorter than a clip
+
+
 def _report_bad(err: VideoDecodeError) -> None:
     if err.path not in _reported:
         _reported.add(err.path)
         logger.warning("skipping unreadable video %s: %s", err.path, err.reason)
+
+
+def warn_if_short(path: str, num_frames: int, needed: int) -> None:
+    """Warn once per path when a video has fewer frames than a clip needs (they are repeated)."""
+    if num_frames < needed and str(path) not in _short:
+        _short.add(str(path))
+        logger.warning(
+            "%s has %d frame%s, fewer than the %d a clip needs: its frames are repeated to fill the clip "
+            "(is it a still image or a very short video?)",
+            path,
+            num_frames,
+            "" if num_frames == 1 else "s",
+            needed,
+        )
 
 
 def to_float_clip(frames: torch.Tensor, label: int) -> tuple[torch.Tensor, int]:
@@ -58,8 +78,10 @@ class VideoDataset(Dataset):
 
     ``transform``: train ``(uint8 (T, H, W, C), label) -> (float (C, T, H, W), label)``; test
     ``uint8 (T, H, W, C) -> float (num_crops, C, T, H, W)``; default: scale to [0, 1], one crop.
-    ``frame_stride`` is used by dense sampling only. Temporal sampling draws from a numpy
-    generator seeded by ``(seed, epoch, torch's worker seed)``; call ``set_epoch`` every epoch.
+    ``frame_stride`` is used by dense sampling only. A training item's temporal sampling (and
+    the replacement of an unreadable video) draws from a numpy generator seeded by ``(seed,
+    epoch, index)``, so it does not depend on the worker or the order items are loaded in; call
+    ``set_epoch`` every epoch.
     """
 
     def __init__(
@@ -95,10 +117,9 @@ class VideoDataset(Dataset):
         self.transform = transform or (to_float_clip if mode == "train" else to_float_views)
         self.seed, self.epoch, self.max_retries = int(seed), 0, int(max_retries)
         self.num_skipped = 0  # unreadable videos met by this process (per worker copy)
+        self.skipped: list[tuple[str, str]] = []  # (path, reason) of each of them, in order
         self._bad: set[int] = set()  # indices known unreadable in this process: never retried
         self.cache: FrameCache | None = None  # decoded frames (xvit.data.cache), see attach_cache
-        self._rng: np.random.Generator | None = None
-        self._rng_key: tuple | None = None
 
     @property
     def num_classes(self) -> int:
@@ -115,19 +136,10 @@ class VideoDataset(Dataset):
         """Reseed the temporal sampling for ``epoch`` (call before each epoch's loader is iterated)."""
         self.epoch = int(epoch)
 
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_rng"] = state["_rng_key"] = None  # each process makes its own generator
-        return state
-
-    def _generator(self) -> np.random.Generator:
-        info = get_worker_info()
-        worker_seed = info.seed if info is not None else torch.initial_seed()
-        key = (os.getpid(), self.epoch, worker_seed)
-        if self._rng is None or self._rng_key != key:
-            self._rng = np.random.default_rng([self.seed, self.epoch, worker_seed % (1 << 63)])
-            self._rng_key = key
-        return self._rng
+    def _item_rng(self, index: int) -> np.random.Generator:
+        """The generator of training item ``index`` in this epoch (the same in any worker or order)."""
+        item_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+        return np.random.default_rng([self.seed, self.epoch, item_seed])
 
     def attach_cache(self, cache: FrameCache | None) -> None:
         """Read frames from ``cache`` (built for ``[s.path for s in self.samples]``) instead of decoding."""
@@ -147,7 +159,7 @@ class VideoDataset(Dataset):
         return self._test_item(index)
 
     def _train_item(self, index: int) -> tuple[torch.Tensor, int]:
-        rng = self._generator()
+        rng = self._item_rng(index)
         last_error, skipped_before = None, self.num_skipped
         if index in self._bad:
             index = self._replacement(rng)
@@ -167,8 +179,7 @@ class VideoDataset(Dataset):
                     )
                     frames = video.get(wanted)  # (T, H, W, 3) uint8
             except VideoDecodeError as err:
-                _report_bad(err)
-                self.num_skipped += 1
+                self._skip(err)
                 self._bad.add(index)
                 last_error, index = err, self._replacement(rng)
                 continue
@@ -177,6 +188,19 @@ class VideoDataset(Dataset):
             f"{self.num_skipped - skipped_before} videos in a row could not be read (last: {last_error}); "
             f"most of the dataset seems unreadable: run `xvit check-data` on it"
         )
+
+    def _skip(self, err: VideoDecodeError) -> None:
+        _report_bad(err)
+        self.num_skipped += 1
+        self.skipped.append((err.path, err.reason))
+
+    def failure_reason(self, index: int) -> str:
+        """Why test item ``index`` could not be read (read again in this process if it was met elsewhere)."""
+        path = str(self.samples[index].path)
+        known = [reason for p, reason in self.skipped if p == path]
+        if not known and self.mode == "test" and self._test_item(index)[0] is None:
+            known = [reason for p, reason in self.skipped if p == path]
+        return known[-1] if known else "unreadable (see the log of the process that read it)"
 
     def _replacement(self, rng: np.random.Generator) -> int | None:
         """A random index not yet known to be unreadable; None when every video is."""
@@ -191,13 +215,13 @@ class VideoDataset(Dataset):
         sample = self.samples[index]
         try:
             with self._open(index) as video:
+                warn_if_short(str(sample.path), video.num_frames, self.num_frames)
                 clips = multi_clip_indices(
                     self.sampling, video.num_frames, self.num_frames, stride=self.frame_stride, num_clips=self.num_clips
                 )
                 views = decode_views(video, clips, self.transform)  # (V, C, T, H, W), v = clip * crops + crop
         except VideoDecodeError as err:
-            _report_bad(err)
-            self.num_skipped += 1
+            self._skip(err)
             return None, sample.label, index
         if views.ndim != 5 or views.shape[0] != self.num_views:
             raise ValueError(

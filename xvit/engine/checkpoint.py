@@ -8,17 +8,15 @@ position (``train``). Files written before the clip spec existed (their pipeline
 
 ``load_model(path)`` (public as ``xvit.load_model``) rebuilds the model in eval mode and returns
 it with its ``ClipSpec``. Every file is written atomically (``atomic_write``: temporary file in
-the same folder, fsync, rename), so a crash never leaves a torn checkpoint. The training state
-and resume logic live in ``xvit.engine.resume``.
+the same folder, fsync, rename, fsync of the folder), so a crash never leaves a torn file. A
+training checkpoint (weights + state of one step, one unit) is ``xvit.engine.snapshot``; the
+training state and resume logic live in ``xvit.engine.resume``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from torch import nn
 
 from xvit.data.clip import ClipSpec, parse_views
 from xvit.engine.runtime import unwrap
+from xvit.engine.snapshot import atomic_write
 from xvit.errors import UserError
 from xvit.models import create_model
 from xvit.models.weights import load_pretrained
@@ -37,22 +36,6 @@ log = logging.getLogger(__name__)
 
 META_VERSION = 2
 _WARNED_ABSENT: set[tuple[str, ...]] = set()
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync the file, then rename it onto ``path`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass(frozen=True)
@@ -137,8 +120,8 @@ def _legacy_clip(data: dict, model: dict) -> ClipSpec:
     )
 
 
-def save_model(path: str | Path, model: nn.Module, meta: CheckpointMeta | dict | None = None) -> None:
-    """Write ``model``'s weights and ``meta`` to ``path`` (a .safetensors file), atomically.
+def write_model(path: str | Path, model: nn.Module, meta: CheckpointMeta | dict | None = None) -> None:
+    """Write ``model``'s weights and ``meta`` to ``path`` (a .safetensors file), not atomically.
 
     ``meta`` is a ``CheckpointMeta``, or a plain dict as older xvit versions wrote (kept for
     their tests and tools); a dict's ``model`` defaults to the model's ``model_config``.
@@ -152,7 +135,12 @@ def save_model(path: str | Path, model: nn.Module, meta: CheckpointMeta | dict |
         if raw["model"] is None:
             raise ValueError("model has no model_config; build it with xvit.create_model or pass meta['model']")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"xvit": json.dumps(raw)}))
+    save_file(state, str(path), metadata={"xvit": json.dumps(raw)})
+
+
+def save_model(path: str | Path, model: nn.Module, meta: CheckpointMeta | dict | None = None) -> None:
+    """``write_model`` atomically: a crash leaves the old file or the new one, never a torn one."""
+    atomic_write(path, lambda tmp: write_model(tmp, model, meta))
 
 
 def read_raw_meta(path: str | Path) -> dict[str, Any]:

@@ -69,6 +69,7 @@ class DataConfig:
     cache: str = "none"  # none | memory | disk: decode every video once, then sample from uint8 frames
     frame_cache_dir: str = "~/.cache/xvit/frames"  # data.cache=disk: where the memory-mapped frame files go
     cache_short_side: int | None = None  # cached frames' short side (only reduced); None: what the transforms use
+    max_skipped_fraction: float = 0.01  # stop when more of the training videos than this are unreadable
 
 
 @dataclass
@@ -106,6 +107,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar (rank 0)
     tensorboard: bool = True  # write TensorBoard scalars into run_dir/tb
     stop_after_steps: int | None = None  # debug: stop abruptly after N optimizer steps, as if killed
+    dist_timeout_s: float = 120.0  # DDP: a dead or stuck rank ends the job after this many seconds
 
 
 @dataclass
@@ -394,6 +396,7 @@ def validate_config(cfg: Config) -> None:
         "eval.batch_size": cfg.eval.batch_size,
         "optim.lr": cfg.optim.lr,
         "train.log_every_steps": cfg.train.log_every_steps,
+        "train.dist_timeout_s": cfg.train.dist_timeout_s,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -410,6 +413,7 @@ def validate_config(cfg: Config) -> None:
         "train.label_smoothing": cfg.train.label_smoothing,
         "train.mix_prob": cfg.train.mix_prob,
         "data.random_erasing": cfg.data.random_erasing,
+        "data.max_skipped_fraction": cfg.data.max_skipped_fraction,
     }.items():
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{key}={value} must be in [0, 1]")

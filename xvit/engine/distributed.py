@@ -7,13 +7,22 @@ CPU). Without those variables everything here works single-process: ``world_size
 
 The evaluator uses ``ShardSampler`` (each video on exactly one rank, no padding) and
 ``all_gather_tensor`` / ``all_gather_object`` to assemble per-video scores by video index.
+
+Failure is bounded: collectives time out after ``timeout_s`` (``train.dist_timeout_s``), except the
+``barrier(wait=True)`` where the other ranks wait for rank 0 to build something (the synthetic
+data, the frame cache; ``wait_timeout_s``). Every rank publishes a heartbeat and its progress in
+the rendezvous store, so that when a collective fails the survivors can say which rank died (no
+heartbeat) or hung (behind the others): ``describe_peers``, used by ``peer_failure``.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +49,19 @@ def _env_int(name: str, default: int) -> int:
     return default if value in (None, "") else int(value)
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+HEARTBEAT_S = 2.0  # seconds between two heartbeats of a rank
+_wait_group: Any = None  # gloo group with the long timeout of barrier(wait=True)
+_progress = 0  # this rank's progress counter (published with set_progress)
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 120.0, wait_timeout_s: float = 7200.0) -> DistInfo:
     """Start the process group if torchrun's variables are set; pick this process's device.
 
     ``device``: ``auto`` (cuda:LOCAL_RANK if CUDA is available, else cpu), ``cpu`` or ``cuda``.
+    ``timeout_s``: how long a collective waits for a dead or stuck rank before failing;
+    ``wait_timeout_s``: the same for ``barrier(wait=True)``.
     """
+    global _wait_group
     world = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     use_cuda = resolve_device(device, "train.device").type == "cuda"
@@ -62,14 +79,115 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
             timeout=datetime.timedelta(seconds=timeout_s),
             device_id=dev if use_cuda else None,
         )
-        log.info("process group: backend=%s rank=%d/%d device=%s", backend, rank, world, dev)
+        _wait_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=wait_timeout_s))
+        _start_heartbeat(rank)
+        log.info("process group: backend=%s rank=%d/%d device=%s, timeout %g s", backend, rank, world, dev, timeout_s)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=dev)
 
 
 def cleanup() -> None:
     """Destroy the process group if one was started."""
+    global _wait_group
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _wait_group = None
+
+
+# ----------------------------------------------------------------------------------------------
+# heartbeat, progress and the message of a failed collective
+
+
+def _store() -> Any:
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # noqa: BLE001 - no store (not initialised, or a torch without it)
+        return None
+
+
+def _start_heartbeat(rank_: int) -> None:
+    store = _store()
+    if store is None:
+        return
+
+    def beat() -> None:
+        while True:
+            try:
+                store.set(f"xvit/beat/{rank_}", str(time.time()))
+            except Exception:  # noqa: BLE001 - the store is gone: the job is ending
+                return
+            time.sleep(HEARTBEAT_S)
+
+    threading.Thread(target=beat, name="xvit-heartbeat", daemon=True).start()
+
+
+def set_progress(what: str) -> None:
+    """Publish where this rank is (e.g. ``epoch 0 step 3``); a failure message names the rank behind."""
+    global _progress
+    if not is_dist():
+        return
+    _progress += 1
+    store = _store()
+    if store is not None:
+        try:
+            store.set(f"xvit/progress/{rank()}", json.dumps({"n": _progress, "what": what}))
+        except Exception:  # noqa: BLE001 - reported when a collective fails
+            pass
+
+
+def describe_peers(wait_s: float = 2.5 * HEARTBEAT_S) -> str:
+    """Which other rank is dead (no heartbeat for ``wait_s``) or stuck (behind the others), in words."""
+    store, me, world = _store(), rank(), world_size()
+    if store is None:
+        return "the other ranks cannot be asked (no rendezvous store)"
+    try:
+        store.set_timeout(datetime.timedelta(seconds=5))
+        deadline = time.time() + wait_s
+        while True:
+            beats = {r: float(store.get(f"xvit/beat/{r}")) for r in range(world) if r != me}
+            dead = [r for r, t in beats.items() if time.time() - t > wait_s]
+            if dead or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        progress = {}
+        for r in range(world):
+            if store.check([f"xvit/progress/{r}"]):
+                progress[r] = json.loads(store.get(f"xvit/progress/{r}"))
+    except Exception:  # noqa: BLE001 - the store's host is gone too
+        return "the rendezvous store does not answer (rank 0 or the launcher died?)"
+    if dead:
+        return "; ".join(
+            f"rank {r} is dead (no heartbeat for {time.time() - beats[r]:.0f} s"
+            + (f"; last progress: {progress[r]['what']})" if r in progress else ")")
+            for r in dead
+        )
+    if progress:
+        low = min(p["n"] for p in progress.values())
+        behind = [r for r, p in progress.items() if p["n"] == low and r != me]
+        if behind and low < progress.get(me, {"n": low})["n"]:
+            return "; ".join(f"rank {r} is alive but stuck (last progress: {progress[r]['what']})" for r in behind)
+    return "every other rank still has a heartbeat: a network problem, or a rank stuck in the same step"
+
+
+def is_peer_failure(err: BaseException) -> bool:
+    """Whether ``err`` looks like a failed collective (a peer died, hung, or the network broke)."""
+    if not is_dist():
+        return False
+    if isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        k in text for k in ("gloo", "Gloo", "NCCL", "Connection", "connection", "Timed out", "timed out", "peer")
+    )
+
+
+def peer_failure(err: BaseException, timeout_s: float) -> str:
+    """The one-line message of a failed collective, naming the rank that died or hung."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (
+        f"DDP rank {rank()}: a collective operation failed ({first[:200]}); {describe_peers()}. "
+        f"The whole job stops (train.dist_timeout_s={timeout_s:g}); see that rank's log, then run the "
+        "same command again to resume from the last checkpoint"
+    )
 
 
 def is_dist() -> bool:
@@ -89,9 +207,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def barrier() -> None:
+def barrier(wait: bool = False) -> None:
+    """All ranks meet here. ``wait``: the other ranks may wait long for rank 0 (``wait_timeout_s``)."""
     if is_dist():
-        dist.barrier()
+        if wait and _wait_group is not None:
+            dist.barrier(group=_wait_group)
+        else:
+            dist.barrier()
 
 
 def _comm_device() -> torch.device:
@@ -109,6 +231,15 @@ def all_reduce_mean(value: torch.Tensor | float) -> torch.Tensor:
     out = tensor.to(_comm_device()).clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return (out / world_size()).to(tensor.device)
+
+
+def all_reduce_sum(value: int) -> int:
+    """Sum of an integer over all processes."""
+    if not is_dist():
+        return int(value)
+    out = torch.tensor([int(value)], dtype=torch.long, device=_comm_device())
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return int(out.item())
 
 
 def all_gather_object(obj: Any) -> list[Any]:

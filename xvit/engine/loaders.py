@@ -1,15 +1,20 @@
 """The data loaders of a training run: shuffled per rank and resumable mid-epoch, with every
-item's augmentation seeded by (seed, epoch, index), and the multi-view validation loader."""
+item's augmentation seeded by (seed, epoch, index), and the multi-view validation loader.
+
+Training items also carry the ``(path, reason)`` of the unreadable videos skipped to produce
+them, whichever worker process loaded them: ``SkipReporting`` hands those to the run's skip
+ledger and yields ``(clips, labels)`` as any loader does."""
 
 from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from xvit.data.datasets import collate_views
 from xvit.engine import distributed as xdist
@@ -36,13 +41,42 @@ class EpochSeeded(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int) -> tuple[Any, Any, list[tuple[str, str]]]:
+        """``(clip, label, skipped)``: ``skipped`` lists the ``(path, reason)`` of unreadable videos met."""
         item_seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+        log = getattr(self.dataset, "skipped", [])
+        before = len(log)
         with _forked_rng():
             random.seed(item_seed)
             np.random.seed(item_seed)
             torch.default_generator.manual_seed(item_seed)  # CPU only: never touches a CUDA generator
-            return self.dataset[index]
+            clip, label = self.dataset[index]
+        return clip, label, list(log[before:])
+
+
+def collate_train(batch: list[tuple[Any, Any, list]]) -> tuple[Any, Any, list[tuple[str, str]]]:
+    """``EpochSeeded`` items -> ``(clips (B, C, T, H, W), labels (B,), skipped of the whole batch)``."""
+    clips, labels = default_collate([(c, y) for c, y, _ in batch])
+    return clips, labels, [s for _, _, skipped in batch for s in skipped]
+
+
+class SkipReporting:
+    """The training loader as ``train_one_epoch`` iterates it: ``(clips, labels)`` batches; the
+    skipped videos each batch carries go to ``on_skip(path, reason)``."""
+
+    def __init__(self, loader: DataLoader, on_skip: Callable[[str, str], None] | None = None):
+        self.loader, self.on_skip = loader, on_skip
+        self.generator = loader.generator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        for clips, labels, skipped in self.loader:
+            if self.on_skip is not None:
+                for path, reason in skipped:
+                    self.on_skip(path, reason)
+            yield clips, labels
 
 
 @contextlib.contextmanager
@@ -57,8 +91,13 @@ def _forked_rng():
         torch.set_rng_state(states[2])
 
 
-def make_train_loader(prep: Prepared, dist: xdist.DistInfo) -> tuple[DataLoader, xdist.ResumableSampler, EpochSeeded]:
-    """Shuffled (seed + epoch), per-rank, drop-last loader whose sampler can start mid-epoch."""
+def make_train_loader(
+    prep: Prepared, dist: xdist.DistInfo, on_skip: Callable[[str, str], None] | None = None
+) -> tuple[SkipReporting, xdist.ResumableSampler, EpochSeeded]:
+    """Shuffled (seed + epoch), per-rank, drop-last loader whose sampler can start mid-epoch.
+
+    ``on_skip(path, reason)`` is called for every unreadable video a batch had to skip.
+    """
     cfg = prep.cfg
     dataset = EpochSeeded(prep.train_set, cfg.seed)
     sampler = xdist.ResumableSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, seed=cfg.seed)
@@ -70,8 +109,9 @@ def make_train_loader(prep: Prepared, dist: xdist.DistInfo) -> tuple[DataLoader,
         drop_last=True,
         pin_memory=dist.device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),
+        collate_fn=collate_train,
     )  # not the global generator
-    return loader, sampler, dataset
+    return SkipReporting(loader, on_skip), sampler, dataset
 
 
 def make_val_loader(prep: Prepared, dist: xdist.DistInfo) -> DataLoader | None:

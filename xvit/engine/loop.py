@@ -47,13 +47,16 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_step: Callable[[dict], bool | None] | None = None,
     progress: bool = True,
+    sums: dict | None = None,
 ) -> dict:
     """Train optimizer steps ``start_step .. steps-1`` of ``epoch``; return averaged metrics.
 
     ``loader`` yields ``(clips (B, C, T, H, W), labels (B,))`` starting at batch ``start_step * accum_steps``
     (a resumed run's sampler skips the batches already seen). After every optimizer step
     ``on_step(info)`` is called with ``epoch``, ``step_in_epoch`` (steps done in this epoch),
-    ``global_step``, ``loss``, ``acc``, ``lr``, ``grad_norm``, ``clips_per_s``; it returns True to stop now.
+    ``global_step``, ``loss``, ``acc``, ``lr``, ``grad_norm``, ``clips_per_s`` and ``sums`` (the epoch's
+    running sums: ``loss``, ``acc``, ``n`` micro-batches); it returns True to stop now. ``sums``
+    continues the sums of a resumed epoch, so its averages cover the whole epoch.
 
     Returns ``loss`` (mean soft-target cross-entropy), ``acc`` (train top-1 % against the unmixed labels),
     ``lr``, ``clips_per_s`` (all processes), ``time_s``, ``steps`` (done in this call) and ``stopped``;
@@ -64,7 +67,7 @@ def train_one_epoch(
     bar = progress_bar(
         total=steps, initial=start_step, desc=f"epoch {epoch}", disable=not (progress and xdist.is_main()), leave=True
     )
-    sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+    sums = dict(sums) if sums else {"loss": 0.0, "acc": 0.0, "n": 0}
     step, micro, clips, stopped = start_step, 0, 0, False
     t0 = last_t = time.perf_counter()
     last_clips = 0
@@ -111,6 +114,7 @@ def train_one_epoch(
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "clips_per_s": rate,
+                "sums": dict(sums),
             }
             if on_step(info):
                 stopped = True

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from xvit.data.clip import ClipSpec, decode_views
+from xvit.data.datasets import warn_if_short
 from xvit.data.decode import open_video
 from xvit.engine.evaluate import check_clip_shape, forward_views
 from xvit.engine.metrics import aggregate_views
@@ -22,10 +23,12 @@ from xvit.engine.metrics import aggregate_views
 def video_views(path: str | Path, clip: ClipSpec, views: tuple[int, int] | None = None) -> Tensor:
     """The ``T x S`` test views of one video (default: ``clip.views``): ``(V, C, T, H, W)`` float.
 
-    Raises ``VideoDecodeError`` (path and reason) when the file cannot be read.
+    Raises ``VideoDecodeError`` (path and reason) when the file cannot be read; warns when the
+    video has fewer frames than a clip needs (they are repeated).
     """
     num_clips, num_crops = views or clip.views
     with open_video(path) as video:
+        warn_if_short(str(path), video.num_frames, clip.num_frames)
         return decode_views(video, clip.clip_indices(video.num_frames, num_clips), clip.test_transform(num_crops))
 
 

@@ -121,10 +121,10 @@ def attach_frame_cache(cfg: Config, dist: xdist.DistInfo, train_set: Dataset, va
     )
     start = time.perf_counter()
     if mode == "disk" and dist.rank != 0:
-        xdist.barrier()  # rank 0 decodes first
+        xdist.barrier(wait=True)  # rank 0 decodes first
     cache = build_frame_cache(mode, paths, progress=cfg.train.progress and dist.rank == 0, **args)
     if mode == "disk" and dist.rank == 0:
-        xdist.barrier()
+        xdist.barrier(wait=True)
     if dist.rank == 0:
         log.info("%s, ready in %.0f s", cache.summary(), time.perf_counter() - start)
     first = 0
@@ -151,7 +151,7 @@ def resolve_data(cfg: Config, dist: xdist.DistInfo) -> dict:
         cache = Path(d.cache_dir).expanduser()
         if dist.rank == 0:  # rank 0 generates, the others read the finished cache
             root = ensure_synthetic(cache, progress=cfg.train.progress, **d.synthetic)
-        xdist.barrier()
+        xdist.barrier(wait=True)
         if dist.rank != 0:
             root = ensure_synthetic(cache, progress=False, **d.synthetic)
         return {

@@ -37,7 +37,8 @@ def run_results(
     """The ``results.json`` of a run.
 
     ``run``: ``run_dir``, ``epochs``, ``global_step``, ``global_batch``, ``train_time_s``,
-    ``train_acc`` (last epoch, against the unmixed labels), ``views``, ``best_top1``;
+    ``train_acc`` (last epoch, against the unmixed labels), ``views``, ``best_top1``, ``skipped``
+    (``xvit.engine.ledger.SkipLedger.summary``);
     ``res``: ``xvit.engine.evaluate.evaluate``'s dict ({} when evaluation is off); ``pairs``:
     label pairs that are time reversals of each other (pair order accuracy).
     """
@@ -55,6 +56,7 @@ def run_results(
         "train_acc": _num(run.get("train_acc")),
         "views": run["views"] if res else None,
         "best_top1": run.get("best_top1"),
+        "skipped": run.get("skipped"),  # the skip ledger: {"train": n, "val": m, "videos": [...]}
     }
     for key in ("top1", "top5", "mean_class_acc"):
         out[key] = _num(res.get(key))

@@ -1,15 +1,15 @@
-"""Training-state checkpoints and resume (runs can be killed at any moment and continued).
+"""Training state and resume (runs can be killed at any moment and continued).
 
-A run directory's ``checkpoints/`` holds, written atomically (``xvit.engine.checkpoint.atomic_write``):
+A checkpoint is one unit, a step directory of ``checkpoints/`` (``xvit.engine.snapshot``):
+``model.safetensors`` (weights + meta, ``xvit.engine.checkpoint.write_model``) and ``state.pt``:
+everything else needed to continue exactly: optimizer, schedule, grad scaler, RNG states of every
+rank (python, numpy, torch, cuda), epoch, global step, the position inside the epoch, best val
+top-1, the skip ledger and how much of ``metrics.jsonl`` was written. Only tensors, numbers,
+strings, lists and dicts, so it loads with ``torch.load(weights_only=True)``. Data-loader workers
+hold no state to save: every item's randomness is seeded by (seed, epoch, index).
 
-- ``last.safetensors``: model weights + meta (``xvit.engine.checkpoint.save_model``), read by eval/predict;
-- ``last.state.pt``: everything else needed to continue exactly: optimizer, schedule, grad scaler,
-  RNG states of every rank (python, numpy, torch, cuda), epoch, global step, the position inside
-  the epoch, best val top-1. Only tensors, numbers, strings, lists and dicts, so it loads with
-  ``torch.load(weights_only=True)``;
-- ``best.safetensors`` (best val top-1) and, if configured, ``epoch_NNN.safetensors``.
-
-The state file is written after the weights and records their step; resume checks both agree.
+Older run directories (``last.safetensors`` + ``last.state.pt``, written one after the other)
+still resume; their two files must be from the same step.
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from xvit.engine.checkpoint import atomic_write, read_meta
+from xvit.engine import snapshot
+from xvit.engine.checkpoint import read_meta
+from xvit.engine.snapshot import atomic_write
 from xvit.errors import UserError
 
-LAST_WEIGHTS = "last.safetensors"
-LAST_STATE = "last.state.pt"
-STATE_VERSION = 1
+LAST_WEIGHTS = snapshot.LAST_WEIGHTS
+LAST_STATE = "last.state.pt"  # the state file of run directories written before step directories
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: legacy last.state.pt (no ledger, no metrics position)
 
 
 def rng_state() -> dict[str, Any]:
@@ -82,12 +85,18 @@ def make_state(
     finished: bool = False,
     elapsed_s: float = 0.0,
     train_acc: float | None = None,
+    skipped: list[dict] | None = None,
+    metrics_bytes: int = -1,
+    epoch_sums: list[dict | None] | None = None,
 ) -> dict[str, Any]:
     """The dict stored in ``last.state.pt``.
 
     ``epoch`` is the epoch in progress (0-based) and ``step_in_epoch`` the optimizer steps already done
     in it (0 at an epoch boundary); ``rng`` holds one ``rng_state()`` per rank; ``elapsed_s`` is the
-    training time so far (seconds, over all sessions of the run).
+    training time so far (seconds, over all sessions of the run); ``skipped`` the skip ledger's
+    entries (``xvit.engine.ledger``); ``metrics_bytes`` the size of ``metrics.jsonl`` at this
+    checkpoint (a resumed run cuts off what a killed one appended after it; -1: unknown);
+    ``epoch_sums`` each rank's running loss / accuracy sums of the epoch in progress.
     """
     return {
         "version": STATE_VERSION,
@@ -104,6 +113,9 @@ def make_state(
         "finished": finished,
         "elapsed_s": float(elapsed_s),
         "train_acc": -1.0 if train_acc is None else float(train_acc),
+        "skipped": list(skipped or []),
+        "metrics_bytes": int(metrics_bytes),
+        "epoch_sums": [dict(s) if s else {} for s in (epoch_sums or [])],
     }
 
 
@@ -113,21 +125,35 @@ def load_state(path: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user problem
         raise UserError(f"cannot read training state {path}: {err}; delete it or set train.resume=never") from None
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+    if not isinstance(state, dict) or state.get("version") not in READABLE_VERSIONS:
         raise UserError(f"{path} is not an xvit training state (version {STATE_VERSION}); set train.resume=never")
     return state
 
 
 def find_checkpoint(location: str | Path) -> tuple[Path, Path] | None:
-    """``(weights, state)`` of the last checkpoint under a run dir, its ``checkpoints/`` dir or a file in it."""
+    """``(weights, state)`` of the newest complete checkpoint under a run dir, its ``checkpoints/``
+    folder, a step directory, or a file in one of them; legacy ``last.*`` pairs too."""
     location = Path(location).expanduser()
     if location.is_file():
         location = location.parent
+    if (location / snapshot.MODEL_FILE).is_file() and (location / snapshot.STATE_FILE).is_file():
+        return location / snapshot.MODEL_FILE, location / snapshot.STATE_FILE  # a step directory
     for folder in (location / "checkpoints", location):
+        step = snapshot.newest(folder)
+        if step is not None:
+            return step / snapshot.MODEL_FILE, step / snapshot.STATE_FILE
         weights, state = folder / LAST_WEIGHTS, folder / LAST_STATE
         if weights.is_file() and state.is_file():
             return weights, state
     return None
+
+
+def last_state(location: str | Path) -> dict[str, Any]:
+    """The training state of the newest complete checkpoint under ``location`` (see ``find_checkpoint``)."""
+    found = find_checkpoint(location)
+    if found is None:
+        raise UserError(f"{location} holds no complete checkpoint (a step_* directory); train it first")
+    return load_state(found[1])
 
 
 def find_resume(mode: str, run_dir: str | Path) -> tuple[Path, Path] | None:
@@ -136,7 +162,7 @@ def find_resume(mode: str, run_dir: str | Path) -> tuple[Path, Path] | None:
     if mode == "never":
         if here is not None:
             raise UserError(
-                f"run_dir={run_dir} already holds a checkpoint ({here[0]}) and train.resume=never; "
+                f"run_dir={run_dir} already holds a checkpoint ({here[0].parent}) and train.resume=never; "
                 "choose another run_dir, delete it, or set train.resume=auto to continue it"
             )
         return None
@@ -145,8 +171,9 @@ def find_resume(mode: str, run_dir: str | Path) -> tuple[Path, Path] | None:
     found = find_checkpoint(mode)
     if found is None:
         raise UserError(
-            f"train.resume={mode}: no {LAST_WEIGHTS} + {LAST_STATE} there; point it at a run "
-            "directory or its checkpoints/ folder, or use train.resume=auto"
+            f"train.resume={mode}: no complete checkpoint there (a step_* directory with {snapshot.MODEL_FILE} "
+            f"and {snapshot.STATE_FILE}); point it at a run directory or its checkpoints/ folder, "
+            "or use train.resume=auto"
         )
     return found
 
@@ -177,7 +204,8 @@ def check_resume(resume: tuple[Path, Path], cfg: Any, num_classes: int, global_b
     if step is not None and int(step) != int(state["global_step"]):
         raise UserError(
             f"{weights} (step {step}) and {state_path} (step {state['global_step']}) are from different "
-            "steps (a crash between the two writes?); delete both to restart the run"
+            "steps (a crash between the two writes of an older xvit); delete both to restart the run, or "
+            "continue from another checkpoint with train.resume=PATH"
         )
     if int(state["global_batch"]) != global_batch:
         raise UserError(

@@ -6,6 +6,7 @@ side-by-side table (``summary.md`` / ``summary.json``). Under ``torchrun`` every
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import torch
@@ -14,9 +15,13 @@ from xvit.engine import distributed as xdist
 from xvit.engine.config import Config, save_config
 from xvit.engine.prepare import cpu_threads, prepare
 from xvit.engine.runtime import seed_everything
+from xvit.engine.snapshot import remove_leftovers
 from xvit.engine.summary import write_summary
 from xvit.engine.trainer import Trainer
+from xvit.errors import UserError
 from xvit.models.registry import check_model_name
+
+log = logging.getLogger("xvit.train")
 
 
 def train(cfg: Config) -> list[dict]:
@@ -24,13 +29,23 @@ def train(cfg: Config) -> list[dict]:
 
     Process-wide torch settings the run changes (threads, deterministic algorithms) are restored
     afterwards, for in-process callers (tests, notebooks).
+    A collective that fails under DDP (a rank died or hung for ``train.dist_timeout_s``) becomes
+    a ``UserError`` naming that rank; the process group is then left as it is (destroying a broken
+    group can block) and the process exits.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    info = xdist.init_distributed(cfg.train.device)
+    info = xdist.init_distributed(cfg.train.device, timeout_s=cfg.train.dist_timeout_s)
+    broken = False
     try:
         return train_all(cfg, info)
+    except Exception as err:
+        if not xdist.is_peer_failure(err):
+            raise
+        broken = True
+        raise UserError(xdist.peer_failure(err, cfg.train.dist_timeout_s)) from None
     finally:
-        xdist.cleanup()
+        if not broken:
+            xdist.cleanup()
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
@@ -73,6 +88,9 @@ def train_model(cfg: Config, dist: xdist.DistInfo, top_config: Config | None = N
     run_dir = Path(cfg.run_dir).expanduser()
     if dist.rank == 0:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        removed = remove_leftovers(run_dir / "checkpoints")  # what saves interrupted by a kill left
+        if removed:
+            log.info("removed %d leftovers of interrupted checkpoint saves: %s", len(removed), ", ".join(removed))
         save_config(cfg, run_dir / "config.yaml")
         if top_config is not None:
             save_config(top_config, run_dir.parent / "config.yaml")

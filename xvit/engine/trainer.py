@@ -2,9 +2,11 @@
 checkpoints of a run and ``fit()`` trains, checkpoints and evaluates it (MAE / DINOv2 style: the
 epoch itself is ``xvit.engine.loop.train_one_epoch``, evaluation ``xvit.engine.evaluate``).
 
-A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/`` (``last`` /
-``best`` safetensors with their ``CheckpointMeta``, ``last.state.pt``), ``tb/`` (TensorBoard),
-``metrics.jsonl`` and ``results.json``. Under ``torchrun`` it runs DDP; only rank 0 writes.
+A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/`` (one step directory
+of weights + training state, committed atomically by ``xvit.engine.snapshot``; ``last`` / ``best``
+safetensors with their ``CheckpointMeta``), ``tb/`` (TensorBoard), ``metrics.jsonl`` and
+``results.json``. Under ``torchrun`` it runs DDP; only rank 0 writes. Unreadable videos go to
+the run's skip ledger (``xvit.engine.ledger``).
 """
 
 from __future__ import annotations
@@ -14,68 +16,28 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from xvit.engine import distributed as xdist
-from xvit.engine.checkpoint import CheckpointMeta, save_model
+from xvit.engine import snapshot
+from xvit.engine.checkpoint import CheckpointMeta, save_model, write_model
 from xvit.engine.evaluate import evaluate
+from xvit.engine.ledger import SkipLedger
 from xvit.engine.loaders import make_train_loader, make_val_loader
 from xvit.engine.loop import train_one_epoch
 from xvit.engine.mixup import VideoMixup
 from xvit.engine.optim import WarmupCosine, build_optimizer, scaled_lr
 from xvit.engine.prepare import Prepared
 from xvit.engine.results import print_run, run_results
-from xvit.engine.resume import (
-    LAST_STATE,
-    LAST_WEIGHTS,
-    atomic_torch_save,
-    load_state,
-    make_state,
-    rng_state,
-    set_rng_state,
-)
+from xvit.engine.resume import load_state, make_state, rng_state, set_rng_state
+from xvit.engine.runlog import RunLogger
 from xvit.engine.runtime import seed_everything
+from xvit.errors import UserError
 from xvit.models.flops import count_params
 
 log = logging.getLogger("xvit.train")
-
-
-# ----------------------------------------------------------------------------------------------
-# logging
-
-
-class RunLogger:
-    """``metrics.jsonl`` (one JSON object per line) and TensorBoard scalars in ``tb/``; rank 0 only."""
-
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, purge_step: int | None = None):
-        self.enabled = enabled
-        self.file = open(run_dir / "metrics.jsonl", "a") if enabled else None
-        self.writer = None
-        if enabled and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # slow to import: only when logging to TensorBoard
-
-            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
-
-    def log(self, kind: str, step: int, values: dict) -> None:
-        """Append ``{"kind": kind, "global_step": step, **values}``; scalars go to TensorBoard as ``kind/key``."""
-        if not self.enabled:
-            return
-        clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()}
-        self.file.write(json.dumps({"kind": kind, "global_step": step, "time": round(time.time(), 3), **clean}) + "\n")
-        self.file.flush()
-        if self.writer is not None:
-            for key, value in clean.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
-                    self.writer.add_scalar(f"{kind}/{key}", value, step)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-        if self.writer is not None:
-            self.writer.close()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,20 +84,26 @@ class Trainer:
             switch_prob=t.mix_switch_prob,
             label_smoothing=t.label_smoothing,
         )
-        self.loader, self.sampler, self.train_data = make_train_loader(prep, dist)
+        self.ledger = SkipLedger()
+        self.loader, self.sampler, self.train_data = make_train_loader(prep, dist, on_skip=self._on_skip)
         self.val_loader = make_val_loader(prep, dist)
         self.epoch, self.step_in_epoch, self.best_top1, self.elapsed_before = 0, 0, None, 0.0
         self.train_acc: float | None = None  # train top-1 of the last finished epoch
         self.finished = False
+        self.metrics_bytes: int | None = 0  # metrics.jsonl as the resumed checkpoint saw it (0: a fresh start)
+        self.epoch_sums: dict | None = None  # this rank's running loss / acc sums of the epoch in progress
         if prep.resume is not None:
             self._restore(*prep.resume)
         else:  # each rank its own stream (mixup, dropout); the weights were initialised identically
             seed_everything(cfg.seed + dist.rank)
+        if self.finished and (run_dir / "results.json").is_file():
+            self.metrics_bytes = None  # a finished run: fit() only reports it, its log stays whole
         self.logger = RunLogger(
             run_dir,
             enabled=self.main,
             tensorboard=t.tensorboard,
             purge_step=self.scheduler.last_step if prep.resume else None,
+            truncate_to=self.metrics_bytes,
         )
         self.session_start, self.eval_seconds = time.perf_counter(), 0.0
 
@@ -162,12 +130,16 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - self.session_start - self.eval_seconds
 
     def checkpoint(self, epoch: int, step_in_epoch: int) -> None:
-        """Write last.safetensors + last.state.pt (all ranks take part: their RNG states are gathered)."""
-        rngs = xdist.all_gather_object(rng_state())
+        """Commit one checkpoint unit (``xvit.engine.snapshot.commit``): weights + training state.
+
+        All ranks take part: their RNG states and skip ledgers are gathered; rank 0 writes.
+        """
+        gathered = xdist.all_gather_object({"rng": rng_state(), "sums": self.epoch_sums})
+        rngs = [g["rng"] for g in gathered]
+        self._merge_ledgers()
         if self.main:
             folder = self.run_dir / "checkpoints"
             meta = self._meta(epoch)
-            save_model(folder / LAST_WEIGHTS, self.model, meta)
             state = make_state(
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
@@ -182,15 +154,26 @@ class Trainer:
                 finished=self.finished,
                 elapsed_s=self.elapsed(),
                 train_acc=self.train_acc,
+                skipped=self.ledger.to_list(),
+                metrics_bytes=self.logger.tell(),
+                epoch_sums=[g["sums"] for g in gathered],
             )
-            atomic_torch_save(state, folder / LAST_STATE)
+            snapshot.commit(folder, self.scheduler.last_step, lambda p: write_model(p, self.model, meta), state)
             if self.cfg.train.keep_epoch_ckpts and step_in_epoch == 0:
                 save_model(folder / f"epoch_{epoch:03d}.safetensors", self.model, meta)
         xdist.barrier()
 
     def _restore(self, weights: Path, state_path: Path) -> None:
-        """Load weights, optimizer, schedule, scaler, position and RNG states from a checkpoint."""
-        self.model.load_state_dict(load_file(str(weights), device=str(self.dist.device)), strict=True)
+        """Load weights, optimizer, schedule, scaler, position, ledger and RNG states from a checkpoint."""
+        try:
+            self.model.load_state_dict(load_file(str(weights), device=str(self.dist.device)), strict=True)
+        except (RuntimeError, OSError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise UserError(
+                f"resume checkpoint {weights}: its weights do not fit the model its metadata describes "
+                f"({first[:160]}); the file was changed after xvit wrote it: delete {weights.parent} to resume "
+                "from an older checkpoint, or start afresh with train.resume=never and a new run_dir"
+            ) from None
         state = load_state(state_path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -200,6 +183,10 @@ class Trainer:
         self.best_top1 = None if state["best_top1"] < 0 else float(state["best_top1"])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         self.train_acc = None if state.get("train_acc", -1.0) < 0 else float(state["train_acc"])
+        self.ledger = SkipLedger(state.get("skipped"))
+        sums = state.get("epoch_sums") or []
+        self.epoch_sums = dict(sums[self.dist.rank]) if len(sums) == self.dist.world_size else None
+        self.metrics_bytes = None if state.get("metrics_bytes", -1) < 0 else int(state["metrics_bytes"])
         self.finished = self.epoch >= self.cfg.train.epochs  # train.epochs may have been raised since
         if len(state["rng"]) == self.dist.world_size:
             set_rng_state(state["rng"][self.dist.rank])
@@ -218,6 +205,35 @@ class Trainer:
                 self.step_in_epoch,
                 self.scheduler.last_step,
             )
+
+    # -- the skip ledger ------------------------------------------------------------------------
+
+    def _on_skip(self, path: str, reason: str) -> None:
+        self.ledger.add(path, reason, self.epoch, "train")
+
+    def _merge_ledgers(self) -> None:
+        """Every rank's ledger becomes the union of all (in rank order)."""
+        if self.dist.world_size > 1:
+            for entries in xdist.all_gather_object(self.ledger.to_list()):
+                self.ledger.merge(entries)
+
+    def _check_skipped(self) -> None:
+        """Stop (on every rank alike) when more than ``data.max_skipped_fraction`` of the training set is unreadable."""
+        size, fraction = len(self.prep.train_set), self.cfg.data.max_skipped_fraction
+        if xdist.all_reduce_sum(self.ledger.count("train")) > fraction * size:  # an upper bound: paths may repeat
+            self._merge_ledgers()
+            self.ledger.check_fraction(size, fraction)
+
+    def _log_skips(self) -> int:
+        """Write the ledger's new entries to metrics.jsonl (kind ``skip``); return how many."""
+        new = self.ledger.take_unlogged()
+        for entry in new:
+            self.logger.log("skip", self.scheduler.last_step, entry)
+            if self.main:
+                log.warning(
+                    "skipped %s video %s (epoch %d): %s", entry["split"], entry["path"], entry["epoch"], entry["reason"]
+                )
+        return len(new)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -253,6 +269,7 @@ class Trainer:
                 "train_acc": self.train_acc,
                 "views": cfg.eval.views,
                 "best_top1": self.best_top1,
+                "skipped": self.ledger.summary(),
             }
             results = run_results(
                 name=cfg.model.name,
@@ -291,13 +308,20 @@ class Trainer:
             scaler=self.scaler,
             on_step=self._on_step,
             progress=t.progress,
+            sums=self.epoch_sums,
         )
+        self.epoch_sums = None
         if not stats["stopped"]:
             self.train_acc = stats["acc"]
-            self.logger.log("train_epoch", self.scheduler.last_step, {"epoch": self.epoch + 1, **stats})
+            self._merge_ledgers()
+            self._check_skipped()
+            new = self._log_skips()
+            skipped = {"skipped_new": new, "skipped_train": self.ledger.count("train")}
+            self.logger.log("train_epoch", self.scheduler.last_step, {"epoch": self.epoch + 1, **stats, **skipped})
             if self.main:
                 log.info(
-                    "epoch %d/%d: loss %.4f, train acc %.1f%%, lr %.2e, %.1f clips/s, %.0f s",
+                    "epoch %d/%d: loss %.4f, train acc %.1f%%, lr %.2e, %.1f clips/s, %.0f s, "
+                    "%d unreadable training videos skipped (%d new)",
                     self.epoch + 1,
                     t.epochs,
                     stats["loss"],
@@ -305,12 +329,17 @@ class Trainer:
                     stats["lr"],
                     stats["clips_per_s"],
                     stats["time_s"],
+                    skipped["skipped_train"],
+                    new,
                 )
         return stats
 
     def _on_step(self, info: dict) -> bool:
         """Per optimizer step: log, checkpoint every ``ckpt_every_steps``, stop at ``stop_after_steps``."""
         t, step = self.cfg.train, info["global_step"]
+        self.epoch_sums = info.pop("sums")
+        xdist.set_progress(f"finished step {info['step_in_epoch']} of epoch {self.epoch}, global step {step}")
+        self._check_skipped()
         if step % t.log_every_steps == 0:
             self.logger.log("train_step", step, info)
         if t.stop_after_steps is not None and step >= t.stop_after_steps:
@@ -337,6 +366,10 @@ class Trainer:
         )
         res["time_s"] = time.perf_counter() - start
         self.eval_seconds += res["time_s"]
+        for i in res["missing"]:  # epoch: the one just trained (0-based), as for training videos
+            reason = self.prep.val_set.failure_reason(i)
+            self.ledger.add(str(self.prep.val_set.samples[i].path), reason, max(self.epoch - 1, 0), "val")
+        self._log_skips()
         scalars = {k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing", "time_s")}
         self.logger.log("val", self.scheduler.last_step, {"epoch": self.epoch, "views": self.cfg.eval.views, **scalars})
         if self.main:
