@@ -14,7 +14,7 @@ from torch import nn
 import xvit
 from xvit.cli import main
 from xvit.data.clip import ClipSpec
-from xvit.studies.common import compare, mean_std, pm
+from xvit.studies.common import Unit, compare, eta, mean_std, pm
 
 
 def tiny(cache: Path) -> list[str]:
@@ -100,9 +100,12 @@ def test_fig1_evaluates_given_checkpoints_at_every_view_count(table2):
     assert res["models"] == 1 and all(r["kind"] == "eval" for r in res["runs"])
     for p in res["points"]:
         assert 0 <= p["top1"]["mean"] <= 100 and p["model_ms_per_video"]["mean"] > 0
+    assert all(len(r["confusion"]) == 14 for r in res["runs"])
+    assert any(r["pair_order_acc"] is not None for r in res["runs"])  # the benchmark's reversed pairs
     three = {p["views"]: p["model_ms_per_video"]["mean"] for p in res["points"]}
     assert three["2x3"] > three["1x1"]  # six forwards cost more than one
-    assert [g["from"] for g in res["gain"]] == ["1x3"]
+    assert [(g["from"], g["to"]) for g in res["gain"]] == [("1x3", "2x3"), ("1x1", "1x3")]
+    assert res["points"][0]["top1_over_1x1"]["mean"] == 0.0
     assert (out / "fig1.png").stat().st_size > 0 and "| 2x3 |" in (out / "results.md").read_text()
 
 
@@ -169,3 +172,10 @@ def test_joint_tubelet_embedding_is_a_3d_patch_convolution():
     assert "2x8x8 tubelet" in model.describe()["temporal"]
     with pytest.raises(ValueError, match="divide num_frames"):
         xvit.create_model("joint_nano_patch8_32", num_frames=5, tubelet=2)
+
+
+def test_the_eta_counts_each_kind_of_unit_at_its_own_pace():
+    units = [Unit(str(i), "", dict, kind) for i, kind in enumerate(["train", "eval", "eval"])]
+    assert eta(units, {}) is None
+    assert eta(units, {"train": [100.0, 110.0]}) == 3 * 105.0  # no eval finished yet: the overall mean
+    assert eta(units, {"train": [100.0], "eval": [2.0, 4.0]}) == 100.0 + 2 * 3.0

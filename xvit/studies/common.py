@@ -98,11 +98,22 @@ def write_json(path: Path, data: Any) -> None:
 
 @dataclasses.dataclass
 class Unit:
-    """One piece of a study: ``key`` (its record's name), ``label`` (for progress), ``run`` -> record."""
+    """One piece of a study: ``key`` (its record's name), ``label`` (for progress), ``run`` -> record;
+    units of one ``kind`` (train, eval) take about as long as each other (the ETA)."""
 
     key: str
     label: str
     run: Callable[[], dict]
+    kind: str = ""
+
+
+def eta(units: Sequence[Unit], spent: dict[str, list[float]]) -> float | None:
+    """Seconds the ``units`` will take: each at the mean of the finished units of its kind (of all
+    kinds if none of its own has finished); None before any unit has finished."""
+    every = [s for times in spent.values() for s in times]
+    if not every:
+        return None
+    return sum(sum(spent.get(u.kind) or every) / len(spent.get(u.kind) or every) for u in units)
 
 
 def run_units(study: str, out: StudyDir, units: Sequence[Unit]) -> list[dict]:
@@ -112,18 +123,20 @@ def run_units(study: str, out: StudyDir, units: Sequence[Unit]) -> list[dict]:
     todo = [i for i, r in enumerate(records) if r is None]
     if len(todo) < len(units):
         print(f"[{study}] {len(units) - len(todo)} of {len(units)} units already done in {out.root}", file=sys.stderr)
-    spent: list[float] = [r["seconds"] for r in records if r is not None and "seconds" in r]
+    spent: dict[str, list[float]] = {}
+    for u, r in zip(units, records):
+        if r is not None and "seconds" in r:
+            spent.setdefault(u.kind, []).append(r["seconds"])
     for n, i in enumerate(todo):
         unit = units[i]
-        eta = ""
-        if spent:
-            eta = f", ETA {format_duration(sum(spent) / len(spent) * (len(todo) - n))}"
-        print(f"[{study}] {i + 1}/{len(units)}: {unit.label}{eta}", file=sys.stderr, flush=True)
+        left = eta([units[j] for j in todo[n:]], spent)
+        when = "" if left is None else f", ETA {format_duration(left)}"
+        print(f"[{study}] {i + 1}/{len(units)}: {unit.label}{when}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         record = unit.run()
         record["seconds"] = round(time.perf_counter() - start, 1)
         out.save(unit.key, record)
-        spent.append(record["seconds"])
+        spent.setdefault(unit.kind, []).append(record["seconds"])
         records[i] = record
     return [r for r in records if r is not None]
 

@@ -251,7 +251,7 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {r['label']} | {r['frames']}x{r['img_size']} | {r['views']} | "
             f"{_num(r.get('gmacs_per_video'), '.0f')} | "
-            f"{spread} | {_num(r.get('videos_per_s'), '.3f')} | {_num(r['paper_videos_per_s'], '.2f')} | "
+            f"{spread} | {_num(r.get('videos_per_s'), '.3g')} | {_num(r['paper_videos_per_s'], '.2f')} | "
             f"{_num(r.get('ratio'), '.3f')} | {_num(r.get('paper_ratio'), '.3f')} |"
         )
     lines += ["", "Notes:"]

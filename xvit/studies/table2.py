@@ -227,7 +227,11 @@ def plot(path: Path, results: dict) -> None:
         if metric == "pair_order_acc":
             ax.axhline(50, color="gray", ls="--", lw=1, label="chance (order-blind)")
             ax.legend(fontsize=8, loc="lower right")
-        ax.set_xticks(x, [r["label"].replace(" + ", "\n+ ") for r in rows], fontsize=7)
+        short = {"temporal attention": "TA", "temporal pooling": "pool", "frame ViT (floor)": "frame ViT"}
+        names = [r["label"] for r in rows]
+        for long, abbr in short.items():
+            names = [n.replace(long, abbr) for n in names]
+        ax.set_xticks(x, [n.replace(" + ", "\n+ ") for n in names], fontsize=8)
         ax.set_ylim(0, 100)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
