@@ -39,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        clip = report.clip
+        clip, names = report.clip, "" if report.clip.class_names else " (unnamed)"
         opset = f", opset {report.opset}" if report.opset else ""
+        shape = f"(batch, 3, {clip.num_frames}, {clip.crop_size}, {clip.crop_size})"
         print(
-            f"{report.path}: {report.format}{opset}, input (batch, 3, {clip.num_frames}, {clip.crop_size}, "
-            f"{clip.crop_size}), {len(clip.class_names) or 'unnamed'} classes, exported in {report.seconds:.1f} s"
+            f"{report.path}: {report.format}{opset}, input {shape}, {report.num_classes} classes{names}, "
+            f"exported in {report.seconds:.1f} s"
         )
         for c in report.checks:
             shape = "x".join(map(str, c.shape))

@@ -143,6 +143,7 @@ class ExportReport:
     path: Path
     format: str
     clip: ClipSpec
+    num_classes: int
     opset: int | None
     seconds: float
     tolerance: float
@@ -163,6 +164,7 @@ class ExportReport:
             "opset": self.opset,
             "num_frames": self.clip.num_frames,
             "crop_size": self.clip.crop_size,
+            "num_classes": self.num_classes,
             "seconds": round(self.seconds, 3),
             "tolerance": self.tolerance,
             "max_diff": self.max_diff,
@@ -254,7 +256,7 @@ def export_checkpoint(
         save_onnx(proto, out)
         runners = {"exported program": program.module(), "onnxruntime (CPU)": OnnxModel(out)}
     seconds = time.perf_counter() - start
-    report = ExportReport(out, fmt, clip, opset if fmt == "onnx" else None, seconds, tolerance)
+    report = ExportReport(out, fmt, clip, model.num_classes, opset if fmt == "onnx" else None, seconds, tolerance)
     report.checks = verify_export(model, runners, verification_inputs(clip, video))
     if not report.passed:
         out.unlink(missing_ok=True)
