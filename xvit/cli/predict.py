@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from xvit.data.clip import parse_views
-from xvit.data.decode import VideoDecodeError
+from xvit.data.video import DECODERS, VideoDecodeError, check_decoder
 from xvit.engine.checkpoint import load_checkpoint
 from xvit.engine.predict import top_classes, video_scores
 from xvit.engine.runtime import resolve_device, resolve_dtype
@@ -27,12 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (default none)")
+    parser.add_argument(
+        "--decoder", choices=DECODERS, default="pyav", help="video decoder: pyav (default) or torchcodec"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """``xvit predict``: one table (or JSON document) of predictions; exit 1 if a video failed."""
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: must be >= 1")
+    check_decoder(args.decoder)
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, device=device)
     clip = meta.clip.replace(views=parse_views(args.views, key="--views")) if args.views else meta.clip
@@ -40,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for path in args.videos:
         try:
-            scores = video_scores(model, clip, path, device=device, amp_dtype=resolve_dtype(args.amp))
+            scores = video_scores(
+                model, clip, path, device=device, amp_dtype=resolve_dtype(args.amp), decoder=args.decoder
+            )
         except VideoDecodeError as err:  # missing, empty, truncated, not a video: report, go on
             failed += 1
             print(f"{path}: {err.reason}".replace("\n", " "), file=sys.stderr, flush=True)
