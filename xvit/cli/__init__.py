@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("xvit.cli.bench", "inference / training speed, memory and FLOPs of several models"),
     "make-synthetic": ("xvit.cli.make_synthetic", "write the built-in synthetic temporal benchmark"),
     "check-data": ("xvit.cli.check_data", "scan a dataset for missing, unreadable or bad entries"),
-    "bench-data": ("xvit.cli.bench_data", "measure data-loader clips/s (seek decode vs full decode)"),
+    "bench-data": ("xvit.cli.bench_data", "measure data-loader clips/s (seek vs full decode, pyav vs torchcodec)"),
     "bench-train": ("xvit.cli.bench_train", "training clips/s: model alone vs data loader vs the real loop"),
     "reproduce": (
         "xvit.cli.reproduce",

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from xvit.data.annotations import FORMATS, load_annotations
 from xvit.data.check import KINDS, check_dataset
+from xvit.data.video import DECODERS
 from xvit.errors import UserError
 
 
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=min(8, os.cpu_count() or 1), help="parallel processes (default: min(8, CPUs))"
     )
+    parser.add_argument(
+        "--decoder", choices=DECODERS, default="pyav", help="video decoder: pyav (default) or torchcodec"
+    )
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -58,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     if not samples:
         raise UserError(f"{args.annotations}: no entries found; check the file and --format")
     problems = check_dataset(
-        samples, len(names), num_frames=args.num_frames, workers=args.workers, progress=not args.no_progress
+        samples,
+        len(names),
+        num_frames=args.num_frames,
+        workers=args.workers,
+        progress=not args.no_progress,
+        decoder=args.decoder,
     )
     counts = Counter(p["kind"] for p in problems)
     videos = len({s.path for s in samples})
@@ -72,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             "num_videos": videos,
             "num_classes": len(names),
             "num_frames": args.num_frames,
+            "decoder": args.decoder,
             "ok": not problems,
             "counts": {k: counts[k] for k in KINDS},
             "problems": problems,

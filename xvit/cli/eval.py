@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from xvit.data.clip import parse_view_list
+from xvit.data.video import DECODERS, check_decoder
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import load_checkpoint
 from xvit.engine.evaluate import evaluate_checkpoint
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loader workers")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (default none)")
+    parser.add_argument(
+        "--decoder", choices=DECODERS, default="pyav", help="video decoder: pyav (default) or torchcodec"
+    )
     parser.add_argument("--out", help="output directory (default: eval_<views>/ next to the checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """``xvit eval``: evaluate a checkpoint at one or several view settings and write the reports."""
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    check_decoder(args.decoder)
     ckpt = Path(args.checkpoint)
     distributed, device = _init_distributed(resolve_device(args.device))
     main = xdist.rank() == 0
@@ -67,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
         names = meta.clip.names(model.num_classes)
         out_dir = Path(args.out) if args.out else ckpt.parent / ("eval_" + "_".join(f"{t}x{s}" for t, s in settings))
         source = dict(
-            root=args.data_root, annotations=args.annotations, format=args.format, class_names=args.class_names
+            root=args.data_root,
+            annotations=args.annotations,
+            format=args.format,
+            class_names=args.class_names,
+            decoder=args.decoder,
         )
         rows = []
         for t, s in settings:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from xvit.data.clip import ClipSpec, parse_views
-from xvit.data.decode import VideoDecodeError
+from xvit.data.video import DECODERS, VideoDecodeError, check_decoder
 from xvit.engine.checkpoint import load_checkpoint
 from xvit.engine.onnx_model import OnnxModel
 from xvit.engine.predict import top_classes, video_views, views_scores
@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (default none)")
+    parser.add_argument(
+        "--decoder", choices=DECODERS, default="pyav", help="video decoder: pyav (default) or torchcodec"
+    )
     timeline = parser.add_argument_group("timeline over a long video")
     timeline.add_argument("--timeline", action="store_true", help="top-k per sliding window; CSV, JSON and PNG")
     timeline.add_argument(
@@ -65,11 +68,11 @@ def load_predictor(args: argparse.Namespace) -> tuple[nn.Module, ClipSpec, str |
     return model, meta.clip, meta.name, device
 
 
-def _decoded(paths: list[str], clip: ClipSpec) -> Iterator[tuple[str, Tensor | VideoDecodeError]]:
+def _decoded(paths: list[str], clip: ClipSpec, decoder: str) -> Iterator[tuple[str, Tensor | VideoDecodeError]]:
     """(path, views (V, C, T, H, W)) per video, or (path, the error) for one that cannot be read."""
     for path in paths:
         try:
-            yield path, video_views(path, clip)
+            yield path, video_views(path, clip, decoder=decoder)
         except VideoDecodeError as err:
             yield path, err
 
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     """``xvit predict``: one table (or JSON document) of predictions; exit 1 if a video failed."""
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: must be >= 1")
+    check_decoder(args.decoder)
     model, clip, name, device = load_predictor(args)
     if args.views:
         clip = clip.replace(views=parse_views(args.views, key="--views"))
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     names = clip.names(model.num_classes)
     amp_dtype = resolve_dtype(args.amp)
     results, failed, model_s, start = [], 0, 0.0, time.perf_counter()
-    for path, views in prefetch(_decoded(args.videos, clip), depth=2):
+    for path, views in prefetch(_decoded(args.videos, clip, args.decoder), depth=2):
         if isinstance(views, VideoDecodeError):  # missing, empty, truncated, not a video: report, go on
             failed += 1
             print(f"{path}: {views.reason}".replace("\n", " "), file=sys.stderr, flush=True)
@@ -120,6 +124,8 @@ def run_timeline(args: argparse.Namespace, model: nn.Module, clip: ClipSpec, nam
     from xvit.engine.timeline import video_timeline, write_timeline
     from xvit.engine.timeline_plot import plot_timeline
 
+    if args.decoder != "pyav":
+        raise UserError(f"--timeline streams the video in one pass with PyAV; drop --decoder {args.decoder}")
     if args.views and clip.views[0] != 1:
         raise UserError(f"--views {args.views}: a timeline has one temporal clip per window; give 1xS (e.g. 1x3)")
     if args.batch_size < 1:

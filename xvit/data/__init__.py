@@ -1,11 +1,13 @@
 """The video data pipeline (library only; the commands are in ``xvit.cli``): X-ViT paper §4.
 
-``decode`` reads frames with PyAV (seeking, not whole-file decoding), ``sampling`` chooses the
-frames of a clip (dense / segment), ``annotations`` parses list / Kinetics / SSv2 / folder
-datasets, ``transforms`` are the clip-consistent augmentations, ``clip`` holds ``ClipSpec`` (the
-test-time pipeline a checkpoint carries), ``Augment`` and the multi-view cutting, ``datasets``
-turns annotations into ``torch`` datasets that skip unreadable videos, ``synthetic`` writes the
-built-in temporal benchmark, ``check`` / ``bench`` scan a dataset and time the loader.
+``video`` is the decoder interface (``open_video(path, decoder)``) that the two decoders implement,
+``decode`` (PyAV, the default) and ``decode_torchcodec``, both seeking rather than decoding whole
+files; ``sampling`` chooses the frames of a clip (dense / segment), ``annotations`` parses list /
+Kinetics / SSv2 / folder datasets, ``transforms`` are the clip-consistent augmentations, ``clip``
+holds ``ClipSpec`` (the test-time pipeline a checkpoint carries), ``Augment`` and the multi-view
+cutting, ``datasets`` turns annotations into ``torch`` datasets that skip unreadable videos,
+``synthetic`` writes the built-in temporal benchmark, ``check`` / ``bench`` scan a dataset and
+time the loader.
 """
 
 from xvit.data.annotations import (
@@ -23,20 +25,34 @@ from xvit.data.annotations import (
 )
 from xvit.data.clip import Augment, ClipSpec, decode_views, parse_view_list, parse_views
 from xvit.data.datasets import VideoDataset, build_dataset, collate_views
-from xvit.data.decode import VideoDecodeError, VideoInfo, VideoReader, decode_all, decode_frames, open_video, video_info
+from xvit.data.decode import VideoReader
 from xvit.data.sampling import SAMPLINGS, clip_indices, dense_indices, multi_clip_indices, segment_indices
+from xvit.data.video import (
+    DECODERS,
+    Video,
+    VideoDecodeError,
+    VideoInfo,
+    check_decoder,
+    decode_all,
+    decode_frames,
+    open_video,
+    video_info,
+)
 
 __all__ = [
+    "DECODERS",
     "FORMATS",
     "SAMPLINGS",
     "Augment",
     "ClipSpec",
+    "Video",
     "VideoDataset",
     "VideoDecodeError",
     "VideoInfo",
     "VideoReader",
     "VideoSample",
     "build_dataset",
+    "check_decoder",
     "check_labels",
     "clip_indices",
     "collate_views",

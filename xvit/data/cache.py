@@ -15,6 +15,8 @@ flips and AutoAugment stay exactly what they are: they run on the cached frames.
   appended. Size: ``frames x H x W x 3`` bytes (the built-in benchmark: ~50 KB per video).
 
 An unreadable video is cached as its error: reading it raises the same ``VideoDecodeError``.
+The cache is built with the run's decoder (``data.decoder``) but its key does not name it: the
+decoders give the same frames (``xvit.data.video``), so a disk cache serves both.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from xvit.data.decode import VideoDecodeError, open_video
+from xvit.data.video import DEFAULT_DECODER, VideoDecodeError, check_decoder, open_video
 from xvit.errors import UserError
 from xvit.progress import progress_bar
 
@@ -69,12 +71,12 @@ def _stat(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _decode(job: tuple[str, int | None]) -> tuple[Entry, np.ndarray | None]:
-    """Decode every frame of one video (short side reduced to ``short_side`` when larger)."""
-    path, short_side = job
+def _decode(job: tuple[str, int | None, str]) -> tuple[Entry, np.ndarray | None]:
+    """Decode every frame of one video with a decoder (short side reduced to ``short_side`` when larger)."""
+    path, short_side, decoder = job
     size, mtime = _stat(path)
     try:
-        with open_video(path) as video:
+        with open_video(path, decoder) as video:
             frames = video.get_all()  # (T, H, W, 3) uint8
     except VideoDecodeError as err:
         return Entry(path, size, mtime, error=err.reason), None
@@ -91,7 +93,7 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _decode_all(jobs: list[tuple[str, int | None]], workers: int, progress: bool, desc: str) -> Iterator:
+def _decode_all(jobs: list[tuple[str, int | None, str]], workers: int, progress: bool, desc: str) -> Iterator:
     """``_decode`` over ``jobs`` in order, in a process pool when ``workers > 1``."""
     bar = progress_bar(total=len(jobs), desc=desc, unit="video", disable=not progress)
     try:
@@ -190,12 +192,18 @@ class FrameCache:
 
 
 def build_memory_cache(
-    paths: Sequence[str], short_side: int | None = None, *, workers: int = 1, progress: bool = True
+    paths: Sequence[str],
+    short_side: int | None = None,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    decoder: str = DEFAULT_DECODER,
 ) -> FrameCache:
     """Decode every video into this process's memory (a path listed twice is decoded once)."""
     paths = [str(p) for p in paths]
     unique = list(dict.fromkeys(paths))
-    decoded = dict(zip(unique, _decode_all([(p, short_side) for p in unique], workers, progress, "frame cache")))
+    jobs = [(p, short_side, decoder) for p in unique]
+    decoded = dict(zip(unique, _decode_all(jobs, workers, progress, "frame cache")))
     return FrameCache([decoded[p][0] for p in paths], [decoded[p][1] for p in paths])
 
 
@@ -225,6 +233,7 @@ def build_disk_cache(
     *,
     workers: int = 1,
     progress: bool = True,
+    decoder: str = DEFAULT_DECODER,
 ) -> FrameCache:
     """Open (or build, or bring up to date) the memory-mapped cache of ``paths`` under ``directory``.
 
@@ -246,7 +255,7 @@ def build_disk_cache(
     if todo:
         log.info("frame cache %s: decoding %d of %d videos", data_file, len(todo), len(paths))
         with open(data_file, "ab") as f:
-            for entry, arr in _decode_all([(p, short_side) for p in todo], workers, progress, "frame cache"):
+            for entry, arr in _decode_all([(p, short_side, decoder) for p in todo], workers, progress, "frame cache"):
                 if arr is not None:
                     entry = Entry(**{**asdict(entry), "offset": f.tell()})
                     f.write(arr.tobytes())
@@ -268,14 +277,17 @@ def build_frame_cache(
     short_side: int | None = None,
     workers: int = 1,
     progress: bool = True,
+    decoder: str = DEFAULT_DECODER,
 ) -> FrameCache | None:
-    """``none`` -> None; ``memory`` / ``disk`` -> a ``FrameCache`` of ``paths`` (see the module docstring)."""
+    """``none`` -> None; ``memory`` / ``disk`` -> a ``FrameCache`` of ``paths`` (see the module docstring),
+    decoded with ``decoder``."""
     if mode not in CACHE_MODES:
         raise UserError(f"data.cache={mode!r} is unknown; use one of {', '.join(CACHE_MODES)}")
     if mode == "none":
         return None
+    check_decoder(decoder)
     if mode == "memory":
-        return build_memory_cache(paths, short_side, workers=workers, progress=progress)
+        return build_memory_cache(paths, short_side, workers=workers, progress=progress, decoder=decoder)
     if directory is None:
         raise UserError("data.cache=disk needs a folder: set data.frame_cache_dir")
-    return build_disk_cache(paths, directory, short_side, workers=workers, progress=progress)
+    return build_disk_cache(paths, directory, short_side, workers=workers, progress=progress, decoder=decoder)

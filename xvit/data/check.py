@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 from xvit.data.annotations import VideoSample, label_errors
-from xvit.data.decode import VideoDecodeError, open_video
+from xvit.data.video import DEFAULT_DECODER, VideoDecodeError, check_decoder, open_video
 from xvit.progress import progress_bar
 
 __all__ = ["KINDS", "check_dataset", "check_video"]
@@ -30,12 +30,12 @@ KINDS = ("missing", "unreadable", "truncated", "too_short", "bad_label")
 TRUNCATED_FRACTION = 0.75
 
 
-def check_video(path: str, num_frames: int) -> tuple[str, str, int] | None:
+def check_video(path: str, num_frames: int, decoder: str = DEFAULT_DECODER) -> tuple[str, str, int] | None:
     """``(kind, detail, frame count)`` of the problem with one video file, or None if it is fine."""
     if not os.path.exists(path):
         return "missing", "file not found", 0
     try:
-        with open_video(path) as video:
+        with open_video(path, decoder) as video:
             count, expected = video.num_frames, video.expected_frames
             video.get([0, count - 1])  # first and last frame: opens, seeks, decodes
     except VideoDecodeError as err:
@@ -47,12 +47,12 @@ def check_video(path: str, num_frames: int) -> tuple[str, str, int] | None:
     return None
 
 
-def _check_one(item: tuple[str, int]) -> tuple[str, str, int] | None:
+def _check_one(item: tuple[str, int, str]) -> tuple[str, str, int] | None:
     return check_video(*item)
 
 
-def _scan(paths: list[str], num_frames: int, workers: int, progress: bool) -> Iterator[tuple]:
-    items = [(p, num_frames) for p in paths]
+def _scan(paths: list[str], num_frames: int, workers: int, progress: bool, decoder: str) -> Iterator[tuple]:
+    items = [(p, num_frames, decoder) for p in paths]
     bar = dict(total=len(items), desc="check-data", unit="video", disable=not progress, dynamic_ncols=True)
     if workers <= 1:
         yield from progress_bar(map(_check_one, items), **bar)
@@ -63,11 +63,19 @@ def _scan(paths: list[str], num_frames: int, workers: int, progress: bool) -> It
 
 
 def check_dataset(
-    samples: list[VideoSample], num_classes: int, *, num_frames: int = 8, workers: int = 1, progress: bool = True
+    samples: list[VideoSample],
+    num_classes: int,
+    *,
+    num_frames: int = 8,
+    workers: int = 1,
+    progress: bool = True,
+    decoder: str = DEFAULT_DECODER,
 ) -> list[dict]:
-    """Problems of ``samples``: dicts ``kind, path, where (file:line), detail`` in annotation order."""
+    """Problems of ``samples``: dicts ``kind, path, where (file:line), detail`` in annotation order;
+    the videos are read with ``decoder`` (``pyav`` | ``torchcodec``)."""
+    check_decoder(decoder)
     paths = list(dict.fromkeys(s.path for s in samples))  # distinct, in order
-    results = dict(zip(paths, _scan(paths, num_frames, workers, progress)))
+    results = dict(zip(paths, _scan(paths, num_frames, workers, progress, decoder)))
     bad_labels = {id(s) for s in label_errors(samples, num_classes, allow_unlabelled=True)}
     problems = []
     for s in samples:

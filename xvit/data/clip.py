@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from xvit.data.cache import CachedVideo
-from xvit.data.decode import VideoReader
 from xvit.data.sampling import SAMPLINGS, multi_clip_indices
 from xvit.data.transforms import TestTransform, TrainTransform, build_test_transform, build_train_transform
+from xvit.data.video import Video
 from xvit.errors import UserError
 
 _VIEWS_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -170,13 +170,11 @@ class Augment:
         )
 
 
-def decode_views(
-    video: VideoReader | CachedVideo, clips: list[list[int]], transform: Callable[[Tensor], Tensor]
-) -> Tensor:
+def decode_views(video: Video | CachedVideo, clips: list[list[int]], transform: Callable[[Tensor], Tensor]) -> Tensor:
     """Every view of one video from a single decode: ``(V, C, T, H, W)``, ``v = clip * crops + crop``.
 
     ``clips`` are the frame indices of each temporal clip; the union of their frames is decoded
-    once (``VideoReader.get``) and each clip's frames go through ``transform`` (uint8
+    once (``Video.get``) and each clip's frames go through ``transform`` (uint8
     ``(T, H, W, 3)`` -> ``(crops, C, T, H, W)``).
     """
     wanted = sorted({i for clip in clips for i in clip})

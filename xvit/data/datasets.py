@@ -29,8 +29,8 @@ from torch.utils.data import Dataset
 from xvit.data.annotations import ClassNames, VideoSample, check_labels, detect_format, load_annotations
 from xvit.data.cache import CachedVideo, FrameCache
 from xvit.data.clip import Augment, ClipSpec, decode_views
-from xvit.data.decode import VideoDecodeError, VideoReader, open_video
 from xvit.data.sampling import SAMPLINGS, clip_indices, multi_clip_indices
+from xvit.data.video import DEFAULT_DECODER, Video, VideoDecodeError, check_decoder, open_video
 from xvit.errors import UserError
 
 __all__ = ["VideoDataset", "build_dataset", "collate_views", "SPLITS"]
@@ -82,6 +82,7 @@ class VideoDataset(Dataset):
     the replacement of an unreadable video) draws from a numpy generator seeded by ``(seed,
     epoch, index)``, so it does not depend on the worker or the order items are loaded in; call
     ``set_epoch`` every epoch.
+    ``decoder`` reads the files (``pyav`` | ``torchcodec``, see ``xvit.data.video``).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class VideoDataset(Dataset):
         num_crops: int = 1,
         seed: int = 0,
         max_retries: int = 20,
+        decoder: str = DEFAULT_DECODER,
     ) -> None:
         if sampling not in SAMPLINGS:
             raise UserError(f"sampling {sampling!r} is unknown; use one of {', '.join(SAMPLINGS)}")
@@ -116,6 +118,7 @@ class VideoDataset(Dataset):
         self.mode, self.num_clips, self.num_crops = mode, int(num_clips), int(num_crops)
         self.transform = transform or (to_float_clip if mode == "train" else to_float_views)
         self.seed, self.epoch, self.max_retries = int(seed), 0, int(max_retries)
+        self.decoder = check_decoder(decoder)  # fails here, not in every worker, when it is not installed
         self.num_skipped = 0  # unreadable videos met by this process (per worker copy)
         self.skipped: list[tuple[str, str]] = []  # (path, reason) of each of them, in order
         self._bad: set[int] = set()  # indices known unreadable in this process: never retried
@@ -147,11 +150,11 @@ class VideoDataset(Dataset):
             raise ValueError(f"the frame cache holds {len(cache)} videos but the dataset {len(self.samples)}")
         self.cache = cache
 
-    def _open(self, index: int) -> VideoReader | CachedVideo:
+    def _open(self, index: int) -> Video | CachedVideo:
         """Video ``index``: from the frame cache when there is one, else decoded from its file."""
         if self.cache is not None:
             return self.cache.open(index)
-        return open_video(self.samples[index].path)
+        return open_video(self.samples[index].path, self.decoder)
 
     def __getitem__(self, index: int):
         if self.mode == "train":
@@ -268,6 +271,7 @@ def build_dataset(
     clip: ClipSpec | None = None,
     augment: Augment | None = None,
     seed: int = 0,
+    decoder: str = DEFAULT_DECODER,
 ) -> VideoDataset:
     """A ``VideoDataset`` for ``split``: its videos, sampled and transformed as ``clip`` says.
 
@@ -275,7 +279,7 @@ def build_dataset(
     the deterministic multi-view test pipeline of ``clip`` (its ``views``, short side, crops).
     ``format``: list | kinetics | ssv2 | folder (None: from the file name); ``class_names``: names
     or a file of them (default: from the annotations). Labels must be in ``[0, num_classes)``;
-    ``test`` also accepts -1 (unlabelled).
+    ``test`` also accepts -1 (unlabelled). ``decoder``: ``pyav`` | ``torchcodec``.
     """
     if split not in SPLITS:
         raise UserError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
@@ -302,4 +306,5 @@ def build_dataset(
         num_clips=1 if train else clip.views[0],
         num_crops=1 if train else clip.views[1],
         seed=seed,
+        decoder=decoder,
     )

@@ -1,4 +1,5 @@
-"""Video decoding with PyAV: chosen frames by seeking, whole videos, and metadata.
+"""The ``pyav`` decoder (the default, ``data.decoder: pyav``): chosen frames by seeking, whole videos,
+and metadata. The interface both decoders implement is :mod:`xvit.data.video`.
 
 Frame ``i`` of a video is the ``i``-th frame in presentation order (0-based), for constant and
 variable frame rates alike. ``decode_frames`` seeks to the keyframe before the first wanted
@@ -26,7 +27,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from fractions import Fraction
 
 import av
@@ -34,7 +34,22 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from xvit.errors import UserError
+# the rules shared with the torchcodec decoder; open_video & co. stay importable from here
+from xvit.data.video import (
+    EMPTY_STREAM,
+    NO_FRAME,
+    NO_VIDEO_STREAM,
+    VideoDecodeError,
+    VideoInfo,
+    check_file,
+    check_past_end,
+    decode_all,
+    decode_frames,
+    display_rotation,
+    open_video,
+    sorted_indices,
+    video_info,
+)
 
 __all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "open_video", "decode_frames", "decode_all", "video_info"]
 
@@ -45,29 +60,6 @@ MIN_SEEK_GAIN = 4  # seek only when it skips more than this many frames of decod
 COUNT_MAX_BYTES = 64 << 20  # files without a frame count up to this size are counted, not estimated
 THREADS_MIN_PIXELS = 640 * 480  # frame threading pays off for long decodes of frames this large
 _AV_ERRORS = (av.FFmpegError, OSError, EOFError, ValueError, RuntimeError)
-
-
-class VideoDecodeError(UserError):
-    """A video file that cannot be read: missing, empty, truncated, without video, undecodable."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):  # picklable across DataLoader worker processes
-        return (type(self), (self.path, self.reason))
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Metadata of a video stream; width/height are the displayed (rotated) sizes."""
-
-    num_frames: int  # frames in presentation order (container count, else duration * fps, else counted)
-    fps: float  # average frame rate
-    width: int
-    height: int
-    duration: float  # seconds
-    rotation: int  # degrees counter-clockwise applied to decoded frames (0, 90, 180, -90)
 
 
 class _Mismatch(Exception):
@@ -138,19 +130,14 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
-        if not os.path.exists(self.path):
-            raise VideoDecodeError(self.path, "file not found")
-        if os.path.isdir(self.path):
-            raise VideoDecodeError(self.path, "is a directory, not a video file")
-        if os.path.getsize(self.path) == 0:
-            raise VideoDecodeError(self.path, "empty file (0 bytes)")
+        check_file(self.path)
         try:
             self._container = av.open(self.path, metadata_errors="ignore")
         except _AV_ERRORS as err:
             raise VideoDecodeError(self.path, f"cannot open: {err}") from None
         if not self._container.streams.video:
             self.close()
-            raise VideoDecodeError(self.path, "no video stream (audio-only or not a video)")
+            raise VideoDecodeError(self.path, NO_VIDEO_STREAM)
         self._stream = self._container.streams.video[0]
         self._num_frames: tuple[int, bool] | None = None
         self._info: VideoInfo | None = None
@@ -213,7 +200,7 @@ class VideoReader:
             count = sum(1 for p in self._container.demux(self._stream) if p.size)
             self._restart()
         if count == 0:
-            raise VideoDecodeError(self.path, "the video stream has no frames")
+            raise VideoDecodeError(self.path, EMPTY_STREAM)
         return count
 
     def info(self) -> VideoInfo:
@@ -223,8 +210,8 @@ class VideoReader:
                 self._restart()
                 frame = next(self._decode(), None)
             if frame is None:
-                raise VideoDecodeError(self.path, "no decodable video frame")
-            rotation = (0, 90, 180, -90)[_quarter_turns(frame.rotation or 0)]
+                raise VideoDecodeError(self.path, NO_FRAME)
+            rotation = display_rotation(frame.rotation or 0)
             width, height = frame.width, frame.height
             if rotation in (90, -90):
                 width, height = height, width
@@ -261,9 +248,7 @@ class VideoReader:
 
     def get(self, indices: Sequence[int]) -> torch.Tensor:
         """Frames at ``indices`` (any order, repeats allowed) -> uint8 (len(indices), H, W, 3)."""
-        wanted = sorted({_check_index(i) for i in indices})
-        if not wanted:
-            raise ValueError("decode_frames: indices is empty; pass at least one frame index")
+        wanted = sorted_indices(indices)
         with self._errors(f"decoding frames {wanted[0]}..{wanted[-1]}"):
             frames = self._get_sorted(wanted)
         return torch.from_numpy(np.stack([frames[int(i)] for i in indices]))
@@ -275,7 +260,7 @@ class VideoReader:
             self._restart()
             frames = [self._rgb(f) for f in self._decode()]
         if not frames:
-            raise VideoDecodeError(self.path, "no decodable video frame")
+            raise VideoDecodeError(self.path, NO_FRAME)
         return torch.from_numpy(np.stack(frames))
 
     def _get_sorted(self, wanted: list[int]) -> dict[int, np.ndarray]:
@@ -395,14 +380,8 @@ class VideoReader:
             if count > wanted[-1]:
                 return out
         if last is None:
-            raise VideoDecodeError(self.path, "no decodable video frame")
-        slack = max(2, math.ceil(0.02 * self.num_frames))
-        if wanted[-1] - (count - 1) > slack:
-            raise VideoDecodeError(
-                self.path,
-                f"the stream ends after {count} frames but frame {wanted[-1]} was requested "
-                f"(metadata: {self.num_frames} frames); the file is probably truncated",
-            )
+            raise VideoDecodeError(self.path, NO_FRAME)
+        check_past_end(self.path, count, wanted[-1], self.num_frames)
         logger.debug(
             "%s: stream ends after %d frames; frames up to %d repeat the last one", self.path, count, wanted[-1]
         )
@@ -418,32 +397,3 @@ def _av_errors(path: str, what: str) -> Iterator[None]:
         raise
     except _AV_ERRORS as err:
         raise VideoDecodeError(path, f"{what}: {err}") from None
-
-
-def _check_index(index: int) -> int:
-    if int(index) != index or index < 0:
-        raise ValueError(f"frame index {index!r} is not a non-negative integer")
-    return int(index)
-
-
-def open_video(path: str | os.PathLike) -> VideoReader:
-    """Open a video for several reads (``with open_video(p) as v: v.num_frames; v.get([0, 4])``)."""
-    return VideoReader(path)
-
-
-def decode_frames(path: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor:
-    """Frames at ``indices`` (presentation order, 0-based) -> uint8 (len(indices), H, W, 3) RGB."""
-    with VideoReader(path) as video:
-        return video.get(indices)
-
-
-def decode_all(path: str | os.PathLike) -> torch.Tensor:
-    """Every frame of the video -> uint8 (N, H, W, 3) RGB (the reference path)."""
-    with VideoReader(path) as video:
-        return video.get_all()
-
-
-def video_info(path: str | os.PathLike) -> VideoInfo:
-    """``VideoInfo`` of the first video stream of ``path``."""
-    with VideoReader(path) as video:
-        return video.info()

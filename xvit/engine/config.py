@@ -26,6 +26,7 @@ from typing import Any, Union
 import yaml
 
 from xvit.data.clip import Augment, ClipSpec, parse_views
+from xvit.data.video import DECODERS
 from xvit.errors import UserError
 
 DEFAULT_CONFIG = "synthetic"
@@ -66,6 +67,7 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel mean (in21k ViT: 0.5)
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])  # per-channel std
     num_workers: int = 4  # data-loader worker processes per training process
+    decoder: str = "pyav"  # pyav | torchcodec (pip install 'xvit[torchcodec]' + FFmpeg): reads the videos
     cache: str = "none"  # none | memory | disk: decode every video once, then sample from uint8 frames
     frame_cache_dir: str = "~/.cache/xvit/frames"  # data.cache=disk: where the memory-mapped frame files go
     cache_short_side: int | None = None  # cached frames' short side (only reduced); None: what the transforms use
@@ -375,6 +377,7 @@ _CHOICES = {
     "train.amp": ("auto", "bf16", "fp16", "none"),
     "train.device": ("auto", "cpu", "cuda"),
     "data.cache": ("none", "memory", "disk"),
+    "data.decoder": DECODERS,
 }
 
 

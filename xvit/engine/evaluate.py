@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from xvit.data.datasets import build_dataset, collate_views
+from xvit.data.video import DEFAULT_DECODER
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import CheckpointMeta
 from xvit.engine.distributed import ShardSampler
@@ -167,6 +168,7 @@ def build_test_set(
     annotations: str | None = None,
     format: str | None = None,
     class_names: str | None = None,
+    decoder: str = DEFAULT_DECODER,
 ) -> tuple[Any, dict]:
     """The ``views`` test dataset, labelled with the checkpoint's classes; ``UserError`` on a mismatch.
 
@@ -186,7 +188,9 @@ def build_test_set(
         meta_names = None
     names = class_names or meta_names
     try:
-        dataset = build_dataset("test", **where, clip=meta.clip.replace(views=views), class_names=names)
+        dataset = build_dataset(
+            "test", **where, clip=meta.clip.replace(views=views), class_names=names, decoder=decoder
+        )
     except UserError as err:
         raise UserError(f"{err} ({_classes_hint(model, meta_names, ckpt)})") from None
     except (FileNotFoundError, NotADirectoryError) as err:
@@ -239,7 +243,7 @@ def evaluate_checkpoint(
     **source: Any,
 ) -> tuple[dict, list[str], dict]:
     """Build the ``views`` test set from the checkpoint (``source``: root, annotations, format,
-    class_names overriding it) and evaluate it.
+    class_names overriding it, and the decoder) and evaluate it.
 
     Returns ``(evaluate()'s dict + "seconds", video paths by dataset index, info for the reports)``.
     """
@@ -273,5 +277,6 @@ def evaluate_checkpoint(
         "format": where["format"],
         "root": None if where["root"] is None else str(where["root"]),
         "annotations": None if where["annotations"] is None else str(where["annotations"]),
+        "decoder": source.get("decoder", DEFAULT_DECODER),
     }
     return res, [str(v.path) for v in dataset.samples], info

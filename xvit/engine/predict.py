@@ -15,19 +15,21 @@ from torch import Tensor, nn
 
 from xvit.data.clip import ClipSpec, decode_views
 from xvit.data.datasets import warn_if_short
-from xvit.data.decode import open_video
+from xvit.data.video import DEFAULT_DECODER, open_video
 from xvit.engine.evaluate import check_clip_shape, forward_views
 from xvit.engine.metrics import aggregate_views
 
 
-def video_views(path: str | Path, clip: ClipSpec, views: tuple[int, int] | None = None) -> Tensor:
+def video_views(
+    path: str | Path, clip: ClipSpec, views: tuple[int, int] | None = None, decoder: str = DEFAULT_DECODER
+) -> Tensor:
     """The ``T x S`` test views of one video (default: ``clip.views``): ``(V, C, T, H, W)`` float.
 
     Raises ``VideoDecodeError`` (path and reason) when the file cannot be read; warns when the
     video has fewer frames than a clip needs (they are repeated).
     """
     num_clips, num_crops = views or clip.views
-    with open_video(path) as video:
+    with open_video(path, decoder) as video:
         warn_if_short(str(path), video.num_frames, clip.num_frames)
         return decode_views(video, clip.clip_indices(video.num_frames, num_clips), clip.test_transform(num_crops))
 
@@ -42,9 +44,10 @@ def video_scores(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     chunk_size: int | None = None,
+    decoder: str = DEFAULT_DECODER,
 ) -> Tensor:
     """View-averaged softmax scores ``(K,)`` of one video file (all views in one forward by default)."""
-    x = video_views(path, clip, views)  # (V, C, T, H, W)
+    x = video_views(path, clip, views, decoder)  # (V, C, T, H, W)
     return views_scores(model, x, device=device, amp_dtype=amp_dtype, chunk_size=chunk_size)
 
 
@@ -80,15 +83,17 @@ def predict_video(
     views: tuple[int, int] | None = None,
     topk: int = 5,
     device: torch.device | str | None = None,
+    decoder: str = DEFAULT_DECODER,
 ) -> list[tuple[str, float]]:
     """The ``topk`` classes of a video file with their probabilities (softmax averaged over views).
 
     ``model, clip = xvit.load_model(checkpoint)`` gives both arguments (or, for an ONNX export,
     ``model = OnnxModel(path)`` and ``model.clip``). ``views`` is ``(temporal
-    clips, spatial crops)`` (default: the clip spec's). ``device`` defaults to the model's. Raises
-    ``VideoDecodeError`` (a ``UserError``) when the file cannot be read.
+    clips, spatial crops)`` (default: the clip spec's). ``device`` defaults to the model's.
+    ``decoder``: ``pyav`` | ``torchcodec``. Raises ``VideoDecodeError`` (a ``UserError``) when the
+    file cannot be read.
     """
     if device is None:
         device = next(model.parameters(), torch.empty(0)).device  # an OnnxModel has none: cpu
-    scores = video_scores(model, clip, path, views=views, device=device)
+    scores = video_scores(model, clip, path, views=views, device=device, decoder=decoder)
     return [(t["class"], t["prob"]) for t in top_classes(scores, clip.names(len(scores)), topk)]

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from xvit.data.cache import build_frame_cache
 from xvit.data.datasets import build_dataset
 from xvit.data.synthetic import FLIP_LABEL_MAP, REVERSED_PAIRS, ensure_synthetic
+from xvit.data.video import check_decoder
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import read_meta
 from xvit.engine.config import Config
@@ -49,6 +50,7 @@ class Prepared:
 def prepare(cfg: Config, dist: xdist.DistInfo) -> Prepared:
     """Resolve and check data, labels, model, resume checkpoint; write nothing into ``run_dir``."""
     amp_dtype = resolve_amp(cfg.train.amp, dist.device)
+    check_decoder(cfg.data.decoder)  # before generating anything: torchcodec and FFmpeg installed
     data = resolve_data(cfg, dist)
     train_set, val_set = build_datasets(cfg, data)
     num_classes, class_names = check_labels(cfg, data, train_set, val_set)
@@ -118,6 +120,7 @@ def attach_frame_cache(cfg: Config, dist: xdist.DistInfo, train_set: Dataset, va
         directory=cfg.data.frame_cache_dir,
         short_side=cache_short_side(cfg),
         workers=max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))),
+        decoder=cfg.data.decoder,
     )
     start = time.perf_counter()
     if mode == "disk" and dist.rank != 0:
@@ -188,7 +191,12 @@ def resolve_data(cfg: Config, dist: xdist.DistInfo) -> dict:
 def build_datasets(cfg: Config, data: dict) -> tuple[Dataset, Dataset | None]:
     """Training set (augmented) and, if evaluation is on, the multi-view validation set."""
     common = dict(
-        format=data["format"], root=data["root"], class_names=data["class_names"], clip=cfg.clip_spec(), seed=cfg.seed
+        format=data["format"],
+        root=data["root"],
+        class_names=data["class_names"],
+        clip=cfg.clip_spec(),
+        seed=cfg.seed,
+        decoder=cfg.data.decoder,
     )
     train_set = _build_split(
         "train", data["train_annotations"], common, dict(augment=cfg.augment(data["flip_label_map"]))
