@@ -97,5 +97,6 @@ def test_bench_train_measures_compute_loader_and_training(job, tmp_path, capsys)
     doc = json.loads(out.read_text())
     assert set(doc["median"]) == {"compute", "loader", "train"} and all(v > 0 for v in doc["median"].values())
     assert all(len(r) == 2 for r in doc["clips_per_s"].values()) and doc["settings"]["cache"] == "disk"
-    assert doc["train_over_compute"] == round(doc["median"]["train"] / doc["median"]["compute"], 3)
+    # the ratio comes from the unrounded medians, the JSON's medians are rounded to 0.1 clips/s
+    assert doc["train_over_compute"] == pytest.approx(doc["median"]["train"] / doc["median"]["compute"], rel=0.05)
     assert "train / compute" in capsys.readouterr().out
