@@ -343,7 +343,10 @@ def test_skip_ledger_counts_and_lists_unreadable_videos(tiny, tmp_path, capsys, 
     assert "2 unreadable training videos skipped" in caplog.text
     # the default data.max_skipped_fraction (0.01): the first unreadable video of 10 stops the run, in one line
     err = _fails(
-        capsys, train(tiny, tmp_path / "strict", **common), "of the 10 training videos", "data.max_skipped_fraction=0.01"
+        capsys,
+        train(tiny, tmp_path / "strict", **common),
+        "of the 10 training videos",
+        "data.max_skipped_fraction=0.01",
     )
     assert ".mp4" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "strict" / "results.json").exists()
