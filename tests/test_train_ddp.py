@@ -152,9 +152,8 @@ def test_a_hung_or_killed_rank_ends_the_job(tmp_path, fault):
     ended = time.time()
     fault_line = next((ln for ln in proc.stderr.splitlines() if ln.startswith("ddp_fault:")), None)
     assert fault_line is not None, proc.stderr[-3000:]
-    print(
-        f"{fault}: the job ended {ended - float(fault_line.split('t=')[1]):.1f} s after the fault, exit status {proc.returncode}"
-    )
+    after = ended - float(fault_line.split("t=")[1])
+    print(f"{fault}: the job ended {after:.1f} s after the fault, exit status {proc.returncode}")
     assert proc.returncode != 0
     if fault == "hang":
         line = next(ln for ln in proc.stderr.splitlines() if "xvit train: error: DDP rank 0" in ln)
