@@ -21,12 +21,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("xvit.cli.info", "parameters, GFLOPs (multiply-adds) and a forward pass of a model"),
     "train": ("xvit.cli.train", "train a model from a YAML config with key=value overrides"),
     "eval": ("xvit.cli.eval", "multi-view evaluation of a checkpoint (top-1/top-5, per-class)"),
-    "predict": ("xvit.cli.predict", "class predictions for video files"),
+    "predict": ("xvit.cli.predict", "class predictions for video files, or a timeline over a long video"),
+    "export": ("xvit.cli.export", "export a checkpoint to ONNX or torch.export (pt2), checked against PyTorch"),
     "bench": ("xvit.cli.bench", "inference / training speed, memory and FLOPs of several models"),
     "make-synthetic": ("xvit.cli.make_synthetic", "write the built-in synthetic temporal benchmark"),
     "check-data": ("xvit.cli.check_data", "scan a dataset for missing, unreadable or bad entries"),
     "bench-data": ("xvit.cli.bench_data", "measure data-loader clips/s (seek decode vs full decode)"),
     "bench-train": ("xvit.cli.bench_train", "training clips/s: model alone vs data loader vs the real loop"),
+    "reproduce": (
+        "xvit.cli.reproduce",
+        "the supplement's studies: table1 (speed), table2 (TSM vs X-ViT), fig1 (test views)",
+    ),
 }
 
 
@@ -47,18 +52,16 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _is_override(arg: str) -> bool:
-    return "=" in arg and not arg.startswith("-")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
-    if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(a) for a in extra):
-        args.overrides += extra  # key=value overrides placed after a flag (xvit train --print-config a.b=1)
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        # argparse takes positionals only before the first flag: KEY=VALUE overrides after flags join the rest
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,17 +1,26 @@
-"""``xvit predict VIDEO... --checkpoint CKPT``: class predictions for video files, each decoded once
-for all its test views; an unreadable file is one line on stderr and the others go on (exit 1)."""
+"""``xvit predict VIDEO... --checkpoint CKPT | --model FILE.onnx``: class predictions for video
+files, each decoded once for all its test views (the next video decodes in the background while
+the model runs); an unreadable file is one line on stderr and the others go on (exit 1).
+``--timeline``: top-k over sliding windows of each video, written as CSV, JSON and PNG."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from xvit.data.clip import parse_views
+import torch
+from torch import Tensor, nn
+
+from xvit.data.clip import ClipSpec, parse_views
 from xvit.data.decode import VideoDecodeError
 from xvit.engine.checkpoint import load_checkpoint
-from xvit.engine.predict import top_classes, video_scores
+from xvit.engine.onnx_model import OnnxModel
+from xvit.engine.predict import top_classes, video_views, views_scores
+from xvit.engine.prefetch import prefetch
 from xvit.engine.runtime import resolve_device, resolve_dtype
 from xvit.errors import UserError
 
@@ -19,7 +28,9 @@ from xvit.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``xvit predict``."""
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
-    parser.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors written by xvit)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="model checkpoint (.safetensors written by xvit)")
+    source.add_argument("--model", help="ONNX file written by xvit export --format onnx (run by onnxruntime, CPU)")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per video (default 5)")
     parser.add_argument(
         "--views", help="TxS temporal clips x spatial crops (default: the checkpoint's test views, as xvit eval)"
@@ -27,32 +38,117 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (default none)")
+    timeline = parser.add_argument_group("timeline over a long video")
+    timeline.add_argument("--timeline", action="store_true", help="top-k per sliding window; CSV, JSON and PNG")
+    timeline.add_argument(
+        "--window-stride", type=float, metavar="SECONDS", help="seconds between window starts (default: one window)"
+    )
+    timeline.add_argument(
+        "--window",
+        type=float,
+        metavar="SECONDS",
+        help="window length, segment-sampling models only (default T x stride)",
+    )
+    timeline.add_argument("--out", default="timeline", help="folder of the timeline files (default ./timeline)")
+    timeline.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+
+
+def load_predictor(args: argparse.Namespace) -> tuple[nn.Module, ClipSpec, str | None, torch.device]:
+    """The model (a PyTorch checkpoint or an onnxruntime session), its clip spec, name and device."""
+    if args.model:
+        if args.device not in (None, "cpu") or args.amp != "none":
+            raise UserError("--model runs the ONNX file with onnxruntime on CPU; drop --device / --amp")
+        model = OnnxModel(args.model)
+        return model, model.clip, model.name, torch.device("cpu")
+    device = resolve_device(args.device)
+    model, meta = load_checkpoint(args.checkpoint, device=device)
+    return model, meta.clip, meta.name, device
+
+
+def _decoded(paths: list[str], clip: ClipSpec) -> Iterator[tuple[str, Tensor | VideoDecodeError]]:
+    """(path, views (V, C, T, H, W)) per video, or (path, the error) for one that cannot be read."""
+    for path in paths:
+        try:
+            yield path, video_views(path, clip)
+        except VideoDecodeError as err:
+            yield path, err
 
 
 def run(args: argparse.Namespace) -> int:
     """``xvit predict``: one table (or JSON document) of predictions; exit 1 if a video failed."""
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: must be >= 1")
-    device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device=device)
-    clip = meta.clip.replace(views=parse_views(args.views, key="--views")) if args.views else meta.clip
-    names = meta.clip.names(model.num_classes)
-    results, failed = [], 0
-    for path in args.videos:
-        try:
-            scores = video_scores(model, clip, path, device=device, amp_dtype=resolve_dtype(args.amp))
-        except VideoDecodeError as err:  # missing, empty, truncated, not a video: report, go on
+    model, clip, name, device = load_predictor(args)
+    if args.views:
+        clip = clip.replace(views=parse_views(args.views, key="--views"))
+    if args.timeline:
+        return run_timeline(args, model, clip, name, device)
+    names = clip.names(model.num_classes)
+    amp_dtype = resolve_dtype(args.amp)
+    results, failed, model_s, start = [], 0, 0.0, time.perf_counter()
+    for path, views in prefetch(_decoded(args.videos, clip), depth=2):
+        if isinstance(views, VideoDecodeError):  # missing, empty, truncated, not a video: report, go on
             failed += 1
-            print(f"{path}: {err.reason}".replace("\n", " "), file=sys.stderr, flush=True)
-            results.append({"path": str(path), "error": err.reason})
+            print(f"{path}: {views.reason}".replace("\n", " "), file=sys.stderr, flush=True)
+            results.append({"path": str(path), "error": views.reason})
             continue
+        tick = time.perf_counter()
+        scores = views_scores(model, views, device=device, amp_dtype=amp_dtype)
+        model_s += time.perf_counter() - tick
         top = top_classes(scores, names, args.topk)
         results.append({"path": str(path), "predictions": top})
         if not args.json:
             print_table(path, top)
     if args.json:
-        doc = {"checkpoint": str(args.checkpoint), "model": meta.name, "views": clip.views_text, "results": results}
+        total = time.perf_counter() - start
+        timing = {
+            "videos": len(results) - failed,
+            "seconds": round(total, 4),
+            "model_seconds": round(model_s, 4),
+            "videos_per_s": round((len(results) - failed) / total, 3) if total > 0 else None,
+            "runtime": "onnxruntime" if args.model else "pytorch",
+            "threads": torch.get_num_threads(),
+        }
+        source = {"onnx": str(args.model)} if args.model else {"checkpoint": str(args.checkpoint)}
+        doc = {**source, "model": name, "views": clip.views_text, "timing": timing, "results": results}
         print(json.dumps(doc, indent=2))
+    return 1 if failed else 0
+
+
+def run_timeline(args: argparse.Namespace, model: nn.Module, clip: ClipSpec, name: str | None, device) -> int:
+    """``--timeline``: windows of every video -> CSV, JSON, PNG under ``--out``; exit 1 if a video failed."""
+    from xvit.engine.timeline import video_timeline, write_timeline
+    from xvit.engine.timeline_plot import plot_timeline
+
+    if args.views and clip.views[0] != 1:
+        raise UserError(f"--views {args.views}: a timeline has one temporal clip per window; give 1xS (e.g. 1x3)")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+    failed = 0
+    for path in args.videos:
+        try:
+            timeline = video_timeline(
+                model,
+                clip,
+                path,
+                stride_seconds=args.window_stride,
+                window_seconds=args.window,
+                batch_size=args.batch_size,
+                device=device,
+            )
+        except VideoDecodeError as err:
+            failed += 1
+            print(f"{path}: {err.reason}".replace("\n", " "), file=sys.stderr, flush=True)
+            continue
+        paths = write_timeline(timeline, args.out, args.topk, name)
+        paths["png"] = plot_timeline(timeline, Path(args.out) / f"{Path(path).stem}.timeline.png")
+        plan = timeline.plan
+        windows = f"{len(plan.starts)} windows of {plan.length / plan.fps:.2f} s every {plan.stride / plan.fps:.2f} s"
+        written = ", ".join(str(p) for p in paths.values())
+        print(
+            f"{path}: {windows} in {timeline.seconds:.1f} s, peak RSS {timeline.peak_rss_mib:.0f} MiB -> {written}",
+            flush=True,
+        )
     return 1 if failed else 0
 
 

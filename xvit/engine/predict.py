@@ -45,6 +45,19 @@ def video_scores(
 ) -> Tensor:
     """View-averaged softmax scores ``(K,)`` of one video file (all views in one forward by default)."""
     x = video_views(path, clip, views)  # (V, C, T, H, W)
+    return views_scores(model, x, device=device, amp_dtype=amp_dtype, chunk_size=chunk_size)
+
+
+@torch.inference_mode()
+def views_scores(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """View-averaged softmax scores ``(K,)`` of one video's decoded views ``(V, C, T, H, W)``."""
     check_clip_shape(model, x[None])
     model.eval()
     logits = forward_views(
@@ -70,11 +83,12 @@ def predict_video(
 ) -> list[tuple[str, float]]:
     """The ``topk`` classes of a video file with their probabilities (softmax averaged over views).
 
-    ``model, clip = xvit.load_model(checkpoint)`` gives both arguments. ``views`` is ``(temporal
+    ``model, clip = xvit.load_model(checkpoint)`` gives both arguments (or, for an ONNX export,
+    ``model = OnnxModel(path)`` and ``model.clip``). ``views`` is ``(temporal
     clips, spatial crops)`` (default: the clip spec's). ``device`` defaults to the model's. Raises
     ``VideoDecodeError`` (a ``UserError``) when the file cannot be read.
     """
     if device is None:
-        device = next(model.parameters()).device
+        device = next(model.parameters(), torch.empty(0)).device  # an OnnxModel has none: cpu
     scores = video_scores(model, clip, path, views=views, device=device)
     return [(t["class"], t["prob"]) for t in top_classes(scores, clip.names(len(scores)), topk)]

@@ -1,7 +1,12 @@
 """Joint space-time attention (ViViT model 1 / TimeSformer "joint"): full attention over all
 T·N patch tokens and one video CLS token; cost O(T²N²).
 
-Features layout: ``(B, 1 + T*N, D)``: the video CLS token, then the patches frame by frame.
+``tubelet`` > 1 embeds ``tubelet x patch x patch`` tubes instead of per-frame patches (ViViT's
+"tubelet embedding", Arnab et al. 2021 §3.1; ViViT-L/16x2 has ``tubelet=2``): ``T / tubelet``
+token frames, so a 32-frame clip costs what 16 per-frame patches would.
+
+Features layout: ``(B, 1 + T'*N, D)``: the video CLS token, then the patches frame by frame
+(``T' = T / tubelet``).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from xvit.models.base import VideoModel, register_family
@@ -20,9 +26,16 @@ class JointSpaceTime(VideoModel):
 
     temporal_exchange = "joint space-time attention over all tokens"  # in words, for result tables (describe)
 
-    def __init__(self, *, fused_attn: bool = True, **vit_args) -> None:
+    def __init__(self, *, tubelet: int = 1, fused_attn: bool = True, **vit_args) -> None:
+        """``tubelet``: frames per token (1: per-frame patches; 2: ViViT's 16x2 tubelets)."""
         super().__init__(**vit_args)
-        self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames, 1, self.embed_dim))
+        if tubelet < 1 or self.num_frames % tubelet:
+            raise ValueError(f"tubelet {tubelet} must be >= 1 and divide num_frames {self.num_frames}")
+        self.tubelet = tubelet
+        if tubelet > 1:  # one 2D patch embedding over the tubelet's frames stacked as channels
+            in_chans = self.patch_embed.proj.in_channels * tubelet
+            self.patch_embed = PatchEmbed(self.img_size, self.patch_size, in_chans, self.embed_dim)
+        self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames // tubelet, 1, self.embed_dim))
         attn_layer = partial(Attention, fused_attn=fused_attn)
         self.blocks = nn.ModuleList(
             Block(
@@ -43,10 +56,24 @@ class JointSpaceTime(VideoModel):
     def zero_init_params(self) -> set[str]:
         return {"time_embed"}
 
+    def describe(self) -> dict[str, str]:
+        out = super().describe()
+        if self.tubelet > 1:
+            size = f"{self.tubelet}x{self.patch_size}x{self.patch_size}"
+            out["temporal"] = f"{self.temporal_exchange}, {size} tubelet tokens"
+        return out
+
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, T, H, W) -> (B, 1 + T*N, D) after the final norm (CLS, then frame-major patches)."""
         B, C, T, H, W = x.shape
-        x = self.embed_patches(x) + resize_temporal_embed(self.time_embed, T)  # (B, T, N, D)
+        if self.tubelet > 1:
+            k = self.tubelet
+            if T % k:
+                raise ValueError(f"{T} frames cannot be cut into tubelets of {k} frames")
+            x = x.view(B, C, T // k, k, H, W).transpose(2, 3)  # (B, C, k, T/k, H, W): frame t*k+j at [j, t]
+            x = x.reshape(B, C * k, T // k, H, W)  # (B, C*k, T', H, W): a tubelet's frames as channels
+        x = self.embed_patches(x)  # (B, T', N, D)
+        x = x + resize_temporal_embed(self.time_embed, x.shape[1])  # (B, T', N, D)
         cls = self.cls_with_pos().expand(B, -1, -1)  # (B, 1, D)
         x = torch.cat([cls, x.flatten(1, 2)], dim=1)  # (B, 1+T*N, D)
         x = self.pos_drop(x).unsqueeze(1)  # (B, 1, 1+T*N, D): one "frame" holding every token

@@ -36,10 +36,14 @@ def temporal_shift(x: Tensor, offsets: Sequence[int], fold: int) -> Tensor:
     ``x`` is ``(B, T, ...)`` with channels last; group ``i`` is channels ``[i*fold, (i+1)*fold)``
     and channels past ``len(offsets) * fold`` stay in place. Frames outside ``[0, T)`` read as
     zeros (zero padding, not circular). One output allocation, each element written once; the
-    backward is the opposite shift, also one pass (see ``_TemporalShift``).
+    backward is the opposite shift, also one pass (see ``_TemporalShift``). Without autograd
+    (inference, ``torch.export`` under ``no_grad``) it is the plain copy, so an exported graph
+    holds ordinary slicing ops and no autograd function.
     """
     if len(offsets) * fold > x.shape[-1]:
         raise ValueError(f"{len(offsets)} groups of {fold} channels exceed the {x.shape[-1]} channels")
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return _shift(x, tuple(offsets), fold)
     return _TemporalShift.apply(x, tuple(offsets), fold)
 
 

@@ -1,0 +1,181 @@
+"""``xvit reproduce table1|table2|fig1`` end to end at a tiny size (nano models, 3 videos per
+class, one epoch, one or two seeds): the files, the tables, resuming, and the study helpers."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import xvit
+from xvit.cli import main
+from xvit.data.clip import ClipSpec
+from xvit.studies.common import Unit, compare, eta, mean_std, pm
+
+
+def tiny(cache: Path) -> list[str]:
+    """Overrides that shrink the built-in benchmark and its recipe to seconds."""
+    return [
+        "model.name=xvit_nano_patch8_32", f"data.cache_dir={cache / 'synthetic'}",
+        "data.synthetic={videos_per_class: 3, num_frames: 8, size: 32, val_fraction: 0.34, workers: 1}",
+        f"data.frame_cache_dir={cache / 'frames'}", "data.num_frames=4", "train.epochs=1",
+        "train.batch_size=4", "train.threads=1", "train.progress=false", "train.tensorboard=false",
+        "eval.batch_size=8",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def table2(tmp_path_factory):
+    root = tmp_path_factory.mktemp("table2")
+    out = root / "study"
+    assert main(["reproduce", "table2", "--seeds", "2", "--out", str(out), *tiny(root)]) == 0
+    return root, out
+
+
+def test_table2_writes_every_run_the_table_and_the_verdict(table2):
+    _, out = table2
+    res = json.loads((out / "results.json").read_text())
+    assert {p.name for p in out.iterdir()} >= {"results.json", "results.md", "table2.png", "study.json", "runs"}
+    assert len(res["runs"]) == 10 and {r["seed"] for r in res["runs"]} == {0, 1}
+    models = [r["model"] for r in res["rows"]]
+    assert models == [
+        "xvit_nano_patch8_32", "xvit_nano_patch8_32", "tsm_vit_nano_patch8_32", "tsm_vit_nano_patch8_32",
+        "vit_nano_patch8_32",
+    ]  # fmt: skip
+    heads = [r["describe"]["head"] for r in res["rows"]]
+    assert heads[0].startswith("temporal attention") and heads[1] == "temporal average pooling"
+    assert heads[2].startswith("temporal attention") and heads[3] == heads[4] == "temporal average pooling"
+    for row in res["rows"]:
+        assert row["top1"]["n"] == 2 and row["top1"]["std"] is not None
+    assert [c["metric"] for c in res["ordering"]] == ["top1", "pair_order_acc"] * 2
+    md = (out / "results.md").read_text()
+    for figure in ("63.4", "61.6", "60.8"):
+        assert figure in md
+    assert "X-ViT + temporal attention > X-ViT + temporal pooling (top-1)" in md
+    assert res["machine"]["cpu_count"] >= 1 and res["seconds"] > 0
+
+
+def test_table2_rerun_reads_its_records_and_more_seeds_add_runs(table2, capsys):
+    root, out = table2
+    before = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["reproduce", "table2", "--seeds", "2", "--out", str(out), *tiny(root)]) == 0
+    assert "10 of 10 units already done" in capsys.readouterr().err
+    after = json.loads((out / "results.json").read_text())
+    assert after["rows"] == before["rows"]
+
+
+def test_table2_refuses_a_directory_with_other_settings(table2, capsys):
+    root, out = table2
+    assert main(["reproduce", "table2", "--seeds", "1", "--out", str(out), *tiny(root), "optim.lr=0.5"]) == 2
+    assert "holds a table2 study with other settings" in capsys.readouterr().err
+
+
+def test_a_killed_study_continues_from_its_finished_runs(table2, tmp_path, capsys):
+    root, _ = table2
+    out = tmp_path / "study"
+    args = ["reproduce", "table2", "--seeds", "1", "--out", str(out), *tiny(root)]
+    assert main(args) == 0
+    (out / "records" / "tsm_pool_s0.json").unlink()  # as if killed during that run
+    (out / "runs" / "tsm_pool_s0" / "results.json").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "4 of 5 units already done" in err and "4/5: TSM-ViT + temporal pooling" in err
+    assert json.loads((out / "results.json").read_text())["runs"][3]["variant"] == "tsm_pool"
+
+
+def test_fig1_evaluates_given_checkpoints_at_every_view_count(table2):
+    root, t2 = table2
+    ckpt = t2 / "runs" / "xvit_ta_s0" / "checkpoints" / "best.safetensors"
+    out = root / "fig1"
+    args = ["reproduce", "fig1", "--checkpoint", str(ckpt), "--max-clips", "2", "--out", str(out), *tiny(root)]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [p["views"] for p in res["points"]] == ["1x1", "1x3", "2x1", "2x3"]
+    assert res["models"] == 1 and all(r["kind"] == "eval" for r in res["runs"])
+    for p in res["points"]:
+        assert 0 <= p["top1"]["mean"] <= 100 and p["model_ms_per_video"]["mean"] > 0
+    assert all(len(r["confusion"]) == 14 for r in res["runs"])
+    assert any(r["pair_order_acc"] is not None for r in res["runs"])  # the benchmark's reversed pairs
+    three = {p["views"]: p["model_ms_per_video"]["mean"] for p in res["points"]}
+    assert three["2x3"] > three["1x1"]  # six forwards cost more than one
+    assert [(g["from"], g["to"]) for g in res["gain"]] == [("1x3", "2x3"), ("1x1", "1x3")]
+    assert res["points"][0]["top1_over_1x1"]["mean"] == 0.0
+    assert (out / "fig1.png").stat().st_size > 0 and "| 2x3 |" in (out / "results.md").read_text()
+
+
+def test_fig1_trains_its_model_and_tests_at_a_short_side_where_the_crops_differ(tmp_path):
+    out = tmp_path / "fig1"
+    assert main(["reproduce", "fig1", "--seeds", "1", "--max-clips", "1", "--out", str(out), *tiny(tmp_path)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["kind"] for r in res["runs"]] == ["train", "eval", "eval"]
+    assert res["short_side"] == 36 and res["crop_size"] == 32
+    _, clip = xvit.load_model(out / "runs" / "train_s0" / "checkpoints" / "best.safetensors")
+    frames = torch.randint(0, 255, (4, 32, 32, 3), dtype=torch.uint8)
+    crops = clip.test_transform(num_crops=3)(frames)  # (3, C, T, 32, 32)
+    assert not torch.equal(crops[0], crops[1]) and not torch.equal(crops[1], crops[2])
+    square = ClipSpec(num_frames=4, crop_size=32, views=(1, 3)).test_transform()(frames)
+    assert torch.equal(square[0], square[2])  # short side = crop on square frames: 3 copies (why 36)
+
+
+def test_table1_measures_the_rows_and_the_ratios_to_xvit(tmp_path):
+    out = tmp_path / "t1"
+    args = ["reproduce", "table1", "--size", "nano", "--rows", "xvit_8", "vivit_l", "--repeats", "2"]
+    assert main([*args, "--heavy-repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    xv, vivit = res["rows"]
+    assert xv["ratio"] == 1.0 and len(xv["times_s"]) == 2 and xv["num_views"] == 3
+    assert vivit["num_views"] == 12 and vivit["options"] == {"tubelet": 2}
+    assert vivit["paper_ratio"] == round(0.66 / 12.0, 4)
+    assert vivit["videos_per_s"] == pytest.approx(1 / (statistics.median(vivit["times_s"]) * 12), rel=1e-3)
+    md = (out / "results.md").read_text()
+    assert "ViViT-L/16x2 32x (nano)" in md and "SlowFast" in md
+
+
+def test_table1_rejects_overrides_and_unknown_sizes(tmp_path):
+    assert main(["reproduce", "table1", "--out", str(tmp_path), "train.epochs=1"]) == 2
+    assert main(["reproduce", "table1", "--size", "huge", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_mean_std_and_the_ordering_verdict():
+    a, b = mean_std([70.0, 72.0, 74.0]), mean_std([60.0, 61.0, 62.0])
+    assert a == {"mean": 72.0, "std": 2.0, "n": 3} and pm(a) == "72.0 ± 2.0"
+    assert compare(a, b)["verdict"] == "yes" and compare(b, a)["verdict"] == "no"
+    assert compare(a, mean_std([71.0, 73.0, 70.0]))["verdict"] == "unresolved"
+    assert compare(mean_std([1.0]), mean_std([0.0]))["verdict"] == "one seed"
+    assert mean_std([None])["mean"] is None and pm(mean_std([])) == "—"
+
+
+def test_joint_tubelet_embedding_is_a_3d_patch_convolution():
+    """ViViT's tubelet embedding: a 2x8x8 Conv3d over the clip, here a 2D patch embedding over the
+    tubelet's frames stacked as channels; both give the same tokens."""
+    torch.manual_seed(0)
+    model = xvit.create_model("joint_nano_patch8_32", num_frames=4, tubelet=2, num_classes=3).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    w = model.patch_embed.proj.weight  # (D, C*k, p, p), channel c*k + j = colour c of frame j
+    conv3d = nn.Conv3d(3, w.shape[0], (2, 8, 8), stride=(2, 8, 8))
+    seen = []
+    model.patch_embed.register_forward_hook(lambda m, i, o: seen.append(o))  # (B*T/2, N, D)
+    with torch.no_grad():
+        conv3d.weight.copy_(w.view(w.shape[0], 3, 2, 8, 8))
+        conv3d.bias.copy_(model.patch_embed.proj.bias)
+        ref = conv3d(x).flatten(3).permute(0, 2, 3, 1)  # (B, T/2, N, D)
+        model(x)
+    torch.testing.assert_close(seen[0].view(2, 2, 16, -1), ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (2, 1 + 2 * 16, 32)
+    assert "2x8x8 tubelet" in model.describe()["temporal"]
+    with pytest.raises(ValueError, match="divide num_frames"):
+        xvit.create_model("joint_nano_patch8_32", num_frames=5, tubelet=2)
+
+
+def test_the_eta_counts_each_kind_of_unit_at_its_own_pace():
+    units = [Unit(str(i), "", dict, kind) for i, kind in enumerate(["train", "eval", "eval"])]
+    assert eta(units, {}) is None
+    assert eta(units, {"train": [100.0, 110.0]}) == 3 * 105.0  # no eval finished yet: the overall mean
+    assert eta(units, {"train": [100.0], "eval": [2.0, 4.0]}) == 100.0 + 2 * 3.0

@@ -1,0 +1,117 @@
+"""``xvit reproduce table1|table2|fig1``: the supplementary material's studies, each one command.
+
+Without ``--config`` a study runs on the built-in synthetic benchmark at a 2-core CPU budget;
+with one (e.g. ``--config ssv2_xvit_b16_8x``) its training runs use that recipe and data. Each
+writes ``results.json``, ``results.md`` and a PNG in ``--out`` and, rerun with the same settings,
+continues from its finished runs. docs/reproduction.md has the shipped results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from xvit.engine.config import Config
+from xvit.errors import UserError
+from xvit.studies import fig1, table1, table2
+from xvit.studies.common import study_config
+
+STUDIES = {
+    "table1": "inference videos/s at each model's published test setting, and the ratios to X-ViT",
+    "table2": "TSM-ViT vs X-ViT, temporal pooling vs temporal attention, mean ± std over seeds",
+    "fig1": "top-1 against 1..5 temporal clips x 3 crops for a trained X-ViT, with time per video",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", choices=list(STUDIES), help="; ".join(f"{k}: {v}" for k, v in STUDIES.items()))
+    p.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        help="table2/fig1: recipe and data of the training runs (shipped name or YAML path); "
+        "default: the built-in benchmark at the study's CPU budget",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="table2/fig1: seeds 0..N-1 per model (default 3)")
+    p.add_argument("--out", type=Path, default=None, help="study directory (default runs/reproduce/STUDY)")
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=None,
+        metavar="CKPT",
+        help="fig1: evaluate these trained checkpoints (one per seed) instead of training",
+    )
+    p.add_argument("--max-clips", type=int, default=5, help="fig1: temporal clips 1..N (default 5)")
+    rows = " ".join(r.key for r in table1.ROWS)
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW", help=f"table1: rows to measure ({rows})")
+    p.add_argument("--repeats", type=int, default=5, help="table1: timed passes per row (default 5)")
+    p.add_argument(
+        "--heavy-repeats", type=int, default=2, help="table1: timed passes of rows over 1000 GMACs per view (default 2)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="table1: CPU threads (default: one per core)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="table1: device (default cpu)")
+    p.add_argument("--size", default=None, help="table1: every model at this ViT size instead of the published one")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="table2/fig1: config overrides, e.g. train.epochs=10"
+    )
+
+
+def _command(args: argparse.Namespace) -> str:
+    argv = (
+        sys.argv[sys.argv.index("reproduce") :]
+        if "reproduce" in sys.argv
+        else ["reproduce", args.study, *args.overrides]
+    )
+    return "xvit " + shlex.join(argv)
+
+
+def _describe_data(cfg: Config) -> str:
+    d = cfg.data
+    if d.format == "synthetic":
+        s = d.synthetic
+        return (
+            f"built-in synthetic benchmark ({s.get('videos_per_class')} videos per class, "
+            f"{s.get('num_frames')} frames, {s.get('size')} px), {d.num_frames} frames per clip, {d.sampling} sampling"
+        )
+    return f"{d.format} ({d.root or ''} {d.train_annotations or ''}), {d.num_frames} frames, {d.sampling} sampling"
+
+
+def _train_settings(args: argparse.Namespace, defaults: list[str]) -> tuple[Config, dict]:
+    overrides = ([] if args.config else defaults) + list(args.overrides)
+    cfg = study_config(args.config, args.overrides, defaults)
+    recipe = (args.config or "synthetic") + (" + " + " ".join(overrides) if overrides else "")
+    return cfg, {"recipe": recipe, "data": _describe_data(cfg), "config": cfg.to_dict()}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.overrides and args.study == "table1":
+        raise UserError(f"table1 takes no config overrides (got {' '.join(args.overrides)}); see --help for its flags")
+    out = args.out or Path("runs") / "reproduce" / args.study
+    command = _command(args)
+    if args.study == "table1":
+        settings = {"size": args.size, "device": args.device, "threads": args.threads}
+        res = table1.run_table1(
+            out,
+            command,
+            settings,
+            rows=args.rows,
+            repeats=args.repeats,
+            heavy_repeats=args.heavy_repeats,
+            threads=args.threads,
+            device=args.device,
+            size=args.size,
+        )
+    elif args.study == "table2":
+        cfg, settings = _train_settings(args, table2.DEFAULTS)
+        res = table2.run_table2(cfg, args.seeds, out, command, settings)
+    else:
+        cfg, settings = _train_settings(args, fig1.DEFAULTS)
+        settings.update(fig1.checkpoint_settings(args.checkpoint), max_clips=args.max_clips)
+        res = fig1.run_fig1(
+            cfg, args.seeds, out, command, settings, checkpoints=args.checkpoint, max_clips=args.max_clips
+        )
+    print("\n" + (out / "results.md").read_text())
+    print(f"{args.study}: {out / 'results.json'}, {out / 'results.md'} ({res['seconds']:.0f} s of work)")
+    return 0

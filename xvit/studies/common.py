@@ -1,0 +1,192 @@
+"""What the three studies of ``xvit reproduce`` share: the study directory (its settings, one record
+per finished unit of work, so a killed study continues where it stopped), progress with an ETA,
+statistics over seeds, the study's configs, and the machine description that goes with every result.
+
+A *unit* is one training run, one evaluation or one timed measurement. Its record is written
+atomically when it finishes; on a rerun with the same settings, finished units are read back
+instead of run again, and a training run killed half-way resumes from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xvit.bench.report import cpu_model
+from xvit.engine.checkpoint import atomic_write
+from xvit.engine.config import Config, load_config
+from xvit.engine.results import format_duration
+from xvit.engine.train import train
+from xvit.errors import UserError
+
+
+def machine() -> dict:
+    """The machine a result was measured on (CPU model, instruction set, cores, torch, GPU)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        pass
+    isa = next((name for name, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2")) if flag in flags), None)
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu_model(),
+        "isa": isa or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def machine_line(m: dict) -> str:
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return f"{m['cpu']} ({m['isa']}), {m['cpu_count']} logical CPUs{gpu}; torch {m['torch']}, python {m['python']}"
+
+
+class StudyDir:
+    """``out/``: ``study.json`` (the settings), ``records/<key>.json`` (finished units), the results.
+
+    Reopening a directory with other settings is refused, so one directory never mixes two studies.
+    """
+
+    def __init__(self, root: str | Path, study: str, settings: dict) -> None:
+        self.root = Path(root).expanduser()
+        self.records = self.root / "records"
+        self.records.mkdir(parents=True, exist_ok=True)
+        meta = {"study": study, "settings": settings}
+        path = self.root / "study.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old != json.loads(json.dumps(meta)):
+                raise UserError(
+                    f"{self.root} holds a {old.get('study')} study with other settings; "
+                    f"pass another --out, or delete {self.root} to start again"
+                )
+        else:
+            write_json(path, meta)
+
+    def load(self, key: str) -> dict | None:
+        path = self.records / f"{key}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save(self, key: str, record: dict) -> None:
+        write_json(self.records / f"{key}.json", record)
+
+    def run_dir(self, key: str) -> Path:
+        return self.root / "runs" / key
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically (a kill never leaves a half-written record)."""
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+@dataclasses.dataclass
+class Unit:
+    """One piece of a study: ``key`` (its record's name), ``label`` (for progress), ``run`` -> record;
+    units of one ``kind`` (train, eval) take about as long as each other (the ETA)."""
+
+    key: str
+    label: str
+    run: Callable[[], dict]
+    kind: str = ""
+
+
+def eta(units: Sequence[Unit], spent: dict[str, list[float]]) -> float | None:
+    """Seconds the ``units`` will take: each at the mean of the finished units of its kind (of all
+    kinds if none of its own has finished); None before any unit has finished."""
+    every = [s for times in spent.values() for s in times]
+    if not every:
+        return None
+    return sum(sum(spent.get(u.kind) or every) / len(spent.get(u.kind) or every) for u in units)
+
+
+def run_units(study: str, out: StudyDir, units: Sequence[Unit]) -> list[dict]:
+    """Run the units not yet recorded in ``out`` (each record gets ``seconds``), with progress and an
+    ETA on stderr; returns every unit's record, in order."""
+    records: list[dict | None] = [out.load(u.key) for u in units]
+    todo = [i for i, r in enumerate(records) if r is None]
+    if len(todo) < len(units):
+        print(f"[{study}] {len(units) - len(todo)} of {len(units)} units already done in {out.root}", file=sys.stderr)
+    spent: dict[str, list[float]] = {}
+    for u, r in zip(units, records):
+        if r is not None and "seconds" in r:
+            spent.setdefault(u.kind, []).append(r["seconds"])
+    for n, i in enumerate(todo):
+        unit = units[i]
+        left = eta([units[j] for j in todo[n:]], spent)
+        when = "" if left is None else f", ETA {format_duration(left)}"
+        print(f"[{study}] {i + 1}/{len(units)}: {unit.label}{when}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        record = unit.run()
+        record["seconds"] = round(time.perf_counter() - start, 1)
+        out.save(unit.key, record)
+        spent.setdefault(unit.kind, []).append(record["seconds"])
+        records[i] = record
+    return [r for r in records if r is not None]
+
+
+def study_config(config: str | None, overrides: list[str], defaults: list[str]) -> Config:
+    """The recipe of a study's training runs: ``config`` (a shipped name or YAML path) with
+    ``overrides``; without ``config``, the built-in benchmark (synthetic.yaml) with the study's CPU
+    budget ``defaults`` first."""
+    return load_config(config, ([] if config else defaults) + list(overrides))
+
+
+def train_run(cfg: Config, run_dir: Path, *, name: str, options: dict, seed: int) -> dict:
+    """Train and evaluate one model as ``cfg`` says, in ``run_dir`` (resuming a killed run there);
+    the run's ``results.json``."""
+    model = dataclasses.replace(cfg.model, name=name, options=dict(options))
+    run_cfg = dataclasses.replace(cfg, run_dir=str(run_dir), compare=[], seed=seed, model=model)
+    return train(run_cfg)[0]
+
+
+def mean_std(values: Sequence[float | None]) -> dict:
+    """``{"mean", "std", "n"}`` of the values that are not None (std: sample, ddof 1; None if n < 2)."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return {"mean": None, "std": None, "n": 0}
+    mean = sum(xs) / len(xs)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else None
+    return {"mean": round(mean, 2), "std": None if std is None else round(std, 2), "n": len(xs)}
+
+
+def pm(stat: dict, digits: int = 1) -> str:
+    """``"72.5 ± 1.2"`` (``"72.5"`` for one seed, ``"—"`` for none)."""
+    if stat["mean"] is None:
+        return "—"
+    if stat["std"] is None:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Is ``a`` above ``b``? The difference of means, its standard error (Welch) and a verdict:
+    "yes" (more than 2 standard errors above), "no" (more than 2 below), "unresolved" otherwise,
+    or "one seed" when the spread is unknown."""
+    if a["mean"] is None or b["mean"] is None:
+        return {"diff": None, "se": None, "verdict": "missing"}
+    diff = a["mean"] - b["mean"]
+    if a["std"] is None or b["std"] is None:
+        return {"diff": round(diff, 2), "se": None, "verdict": "one seed"}
+    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    if se == 0:
+        verdict = "yes" if diff > 0 else "no" if diff < 0 else "unresolved"
+    else:
+        verdict = "yes" if diff > 2 * se else "no" if diff < -2 * se else "unresolved"
+    return {"diff": round(diff, 2), "se": round(se, 2), "verdict": verdict}
