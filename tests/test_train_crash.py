@@ -24,7 +24,8 @@ from test_train_e2e import tiny, tiny_overrides  # noqa: F401 - tiny: the module
 from xvit.engine.resume import find_checkpoint
 
 MIN_KILLS, MAX_KILLS = 10, 14  # after MAX_KILLS the run may finish
-STEPS = 32  # 8 epochs x 4 steps (8 videos, batch 2)
+STEPS = 32  # 8 epochs x 4 steps (8 videos, batch 2); a step takes >= 16 events, so an attempt
+# killed by event 31 (40 for the timed ones) commits at most 2 (2.5) steps: 14 attempts cannot finish it
 
 COMMON = dict(
     train__epochs=8,
@@ -81,8 +82,8 @@ def test_sigkill_at_random_moments_resumes_bit_exact(tiny, tmp_path, forkserver)
         has_checkpoint = find_checkpoint(run_dir) is not None
         if kills >= MAX_KILLS:
             rc = _attempt(forkserver, argv, log)
-        elif attempt % 5 == 4:  # a timed kill, wherever the run happens to be
-            rc = _attempt(forkserver, argv, log, kill_after_s=float(rng.uniform(0.1, 0.6)))
+        elif attempt % 5 == 4:  # a timed kill, wherever the run happens to be (by event 40 at the latest)
+            rc = _attempt(forkserver, argv, log, kill_at=40, kill_after_s=float(rng.uniform(0.1, 0.6)))
         else:
             rc = _attempt(forkserver, argv, log, kill_at=int(rng.integers(1, 32)))
         text = log.read_text()

@@ -343,7 +343,30 @@ def test_skip_ledger_counts_and_lists_unreadable_videos(tiny, tmp_path, capsys, 
     assert "2 unreadable training videos skipped" in caplog.text
     # the default data.max_skipped_fraction (0.01): the first unreadable video of 10 stops the run, in one line
     err = _fails(
-        capsys, train(tiny, tmp_path / "strict", **common), "of the 10 training videos", "data.max_skipped_fraction=0.01"
+        capsys,
+        train(tiny, tmp_path / "strict", **common),
+        "of the 10 training videos",
+        "data.max_skipped_fraction=0.01",
     )
     assert ".mp4" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "strict" / "results.json").exists()
+
+
+def test_run_directory_of_an_older_version_resumes(tiny, trained, tmp_path):
+    """``last.safetensors`` + ``last.state.pt`` (state version 1, no ledger): continued to a 2nd epoch."""
+    import shutil
+
+    from xvit.engine.resume import find_checkpoint
+
+    run = tmp_path / "old"
+    shutil.copytree(trained, run)
+    folder = run / "checkpoints"
+    weights, state_path = find_checkpoint(run)
+    state = torch.load(state_path, weights_only=True)
+    old = {k: v for k, v in state.items() if k not in ("skipped", "metrics_bytes", "epoch_sums")} | {"version": 1}
+    torch.save(old, folder / "last.state.pt")
+    shutil.rmtree(weights.parent)
+    (folder / "latest").unlink()
+    assert find_checkpoint(run) == (folder / "last.safetensors", folder / "last.state.pt")
+    assert train(tiny, run, eval__enabled=False, train__epochs=2) == 0
+    assert last_state(run)["global_step"] == 2 * state["global_step"] and not (folder / "last.state.pt").exists()

@@ -7,3 +7,8 @@ command line prints it as one line and exits with status 2, without a traceback.
 
 class UserError(Exception):
     """An error the user can fix: printed as one line, exit status 2, no traceback."""
+
+
+class PeerFailure(UserError):
+    """A DDP rank died or hung: the process group is broken, so the process should exit at once
+    (``xvit train`` does, with status 2, after printing the one-line message)."""

@@ -8,11 +8,14 @@ resume checkpoints) is checked before the run directory is created (``xvit.engin
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import yaml
 
 from xvit.engine.config import load_config, shipped_configs
 from xvit.engine.train import check_model_names, train
+from xvit.errors import PeerFailure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,5 +53,10 @@ def run(args: argparse.Namespace) -> int:
         check_model_names(cfg)
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None), end="")
         return 0
-    train(cfg)
+    try:
+        train(cfg)
+    except PeerFailure as err:  # the process group is broken: exiting normally could block in its teardown
+        print(f"xvit train: error: {err}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
     return 0

@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import difflib
 import importlib.resources
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -227,6 +228,9 @@ def _deep_merge(base: dict, over: dict) -> dict:
 _FREE_DICTS = {"options", "synthetic", "flip_label_map"}
 
 
+_DECIMAL_INT = re.compile(r"[-+]?[0-9]+")
+
+
 def _split_override(item: str) -> tuple[list[str], Any]:
     """``"optim.lr=0.1"`` -> (["optim", "lr"], 0.1), the value parsed as YAML."""
     key, sep, raw = item.partition("=")
@@ -237,6 +241,8 @@ def _split_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise UserError(f"override '{item}': value is not valid YAML ({err})") from None
+    if isinstance(value, int) and not isinstance(value, bool) and not _DECIMAL_INT.fullmatch(raw.strip()):
+        value = raw.strip()  # YAML 1.1 reads 0x3, 0o7, 1_000 and 1:30 as integers: keep what was typed
     return key.split("."), value
 
 
@@ -315,7 +321,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against a type hint (int -> float allowed); raise UserError naming ``key``."""
     ok, out = _match(value, hint)
     if not ok:
-        raise UserError(f"config key '{key}' expects {_type_name(hint)}, got {value!r}")
+        quote = ""
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _match("x", hint)[0]:
+            quote = " (YAML read it as a number: quote the value, e.g. '1x3')"
+        raise UserError(f"config key '{key}' expects {_type_name(hint)}, got {value!r}{quote}")
     return out
 
 

@@ -59,7 +59,8 @@ def init_distributed(device: str = "auto", timeout_s: float = 120.0, wait_timeou
 
     ``device``: ``auto`` (cuda:LOCAL_RANK if CUDA is available, else cpu), ``cpu`` or ``cuda``.
     ``timeout_s``: how long a collective waits for a dead or stuck rank before failing;
-    ``wait_timeout_s``: the same for ``barrier(wait=True)``.
+    ``wait_timeout_s``: the same for joining the group (ranks start at different times) and for
+    ``barrier(wait=True)``.
     """
     global _wait_group
     world = _env_int("WORLD_SIZE", 1)
@@ -72,14 +73,16 @@ def init_distributed(device: str = "auto", timeout_s: float = 120.0, wait_timeou
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
-        dist.init_process_group(
+        dist.init_process_group(  # the start waits long: ranks start at different times (imports, data)
             backend,
             rank=rank,
             world_size=world,
-            timeout=datetime.timedelta(seconds=timeout_s),
+            timeout=datetime.timedelta(seconds=wait_timeout_s),
             device_id=dev if use_cuda else None,
         )
         _wait_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=wait_timeout_s))
+        set_timeout = getattr(dist, "set_timeout", None) or dist.distributed_c10d._set_pg_timeout
+        set_timeout(datetime.timedelta(seconds=timeout_s))  # then every collective of the run is bounded
         _start_heartbeat(rank)
         log.info("process group: backend=%s rank=%d/%d device=%s, timeout %g s", backend, rank, world, dev, timeout_s)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=dev)

@@ -295,6 +295,12 @@ def check_pretrained(path: str, cfg: Config, num_classes: int) -> None:
     except UserError:
         return  # a plain safetensors state dict (timm format)
     m = meta.model
+    if m.get("name") not in (None, cfg.model.name):
+        raise UserError(
+            f"model.pretrained={path} is a checkpoint of {m['name']}, not of model.name={cfg.model.name}; "
+            f"set model.name={m['name']} to fine-tune it, or initialise {cfg.model.name} from an image (timm) "
+            "ViT checkpoint"
+        )
     if m.get("num_classes") not in (None, num_classes):
         raise UserError(
             f"model.pretrained={path} predicts {m['num_classes']} classes but the data has {num_classes}; "

@@ -18,7 +18,7 @@ from xvit.engine.runtime import seed_everything
 from xvit.engine.snapshot import remove_leftovers
 from xvit.engine.summary import write_summary
 from xvit.engine.trainer import Trainer
-from xvit.errors import UserError
+from xvit.errors import PeerFailure
 from xvit.models.registry import check_model_name
 
 log = logging.getLogger("xvit.train")
@@ -30,7 +30,7 @@ def train(cfg: Config) -> list[dict]:
     Process-wide torch settings the run changes (threads, deterministic algorithms) are restored
     afterwards, for in-process callers (tests, notebooks).
     A collective that fails under DDP (a rank died or hung for ``train.dist_timeout_s``) becomes
-    a ``UserError`` naming that rank; the process group is then left as it is (destroying a broken
+    a ``PeerFailure`` (a ``UserError``) naming that rank; the process group is then left as it is (destroying a broken
     group can block) and the process exits.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -42,7 +42,7 @@ def train(cfg: Config) -> list[dict]:
         if not xdist.is_peer_failure(err):
             raise
         broken = True
-        raise UserError(xdist.peer_failure(err, cfg.train.dist_timeout_s)) from None
+        raise PeerFailure(xdist.peer_failure(err, cfg.train.dist_timeout_s)) from None
     finally:
         if not broken:
             xdist.cleanup()

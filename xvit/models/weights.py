@@ -17,6 +17,7 @@ Files are read with safetensors or ``torch.load(weights_only=True)``: nothing is
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,10 +83,18 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]
             obj = load_file(str(path))
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, pickle with arbitrary objects, ...
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met a Python object
         raise UserError(
-            f"cannot read weights from {path}: {err}. It must be a safetensors file or a plain tensor state dict"
-        ) from err
+            f"{path} holds pickled Python objects besides tensors, which xvit does not load (unpickling can run "
+            "code); save the weights as safetensors (safetensors.torch.save_file(model.state_dict(), "
+            "'weights.safetensors')) or as a plain dict of tensors"
+        ) from None
+    except Exception as err:  # corrupt file, not a checkpoint, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"cannot read weights from {path} ({first[:200]}); it must be a safetensors file or a plain tensor "
+            "state dict (.pth/.bin)"
+        ) from None
     is_reference = isinstance(obj, dict) and "model_state" in obj
     for key in ("model_state", "state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
