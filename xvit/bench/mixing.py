@@ -89,10 +89,11 @@ def memory_figures(cfg: MixingConfig) -> dict:
     return out
 
 
-def _per_call(fn: Callable[[], object], calls: int) -> float:
+def _per_call(fn: Callable[..., object], calls: int, *args: object) -> float:
+    """Mean seconds of ``fn(*args)`` over ``calls`` calls."""
     t0 = time.perf_counter()
     for _ in range(calls):
-        fn()
+        fn(*args)
     return (time.perf_counter() - t0) / calls
 
 
@@ -147,8 +148,8 @@ def step_times(cfg: MixingConfig) -> dict[str, dict[str, list[float]]]:
     for r in range(cfg.warmup + cfg.repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             gc.collect()
-            t_inf = _per_call(lambda: infer(models[name]), 1)
-            t_train = _per_call(lambda: train(models[name], opts[name]), 1)
+            t_inf = _per_call(infer, 1, models[name])
+            t_train = _per_call(train, 1, models[name], opts[name])
             if r >= cfg.warmup:
                 times[name]["infer"].append(t_inf)
                 times[name]["train"].append(t_train)
@@ -208,9 +209,8 @@ def format_mixing(doc: dict) -> str:
         f"{s['repeats']} interleaved repeats): ratio of medians, paired per repeat median [min-max]:",
     ]
     for name, p in r["steps"].items():
-        lines.append(
-            f"  {name:26s} {p['of_medians']:.3f}   {p['paired_median']:.3f} [{p['paired_min']:.3f}-{p['paired_max']:.3f}]"
-        )
+        spread = f"[{p['paired_min']:.3f}-{p['paired_max']:.3f}]"
+        lines.append(f"  {name:26s} {p['of_medians']:.3f}   {p['paired_median']:.3f} {spread}")
     vit = doc["steps_s"]["vit"]
     lines.append(
         f"  (frame ViT: inference {statistics.median(vit['infer']):.2f} s, "

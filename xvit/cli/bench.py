@@ -93,6 +93,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="HF ViViT temporal tubelet: 1 (default: same tokens and FLOPs as `joint`) or 2 (ViViT's 16x2)",
     )
+    p.add_argument(
+        "--mixing",
+        action="store_true",
+        help="instead: X-ViT's mixing cost over the frame ViT in one process (saved-for-backward memory at "
+        "tiny size, batch 2; the mixing step per block; inference/training step ratios) at --size, the first "
+        "--frames and --batch-sizes, --threads (default 1 here), --repeats, --warmup",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write every measurement as JSON")
     p.add_argument(
@@ -182,7 +189,41 @@ def make_config(args: argparse.Namespace) -> tuple[BenchConfig, Schedule]:
     return cfg, schedule
 
 
+def run_mixing_mode(args: argparse.Namespace) -> int:
+    """``--mixing``: the figures of ``xvit.bench.mixing``, printed with their settings."""
+    from xvit.bench.mixing import MixingConfig, format_mixing, run_mixing
+
+    if args.size not in ("tiny", "small", "base", "large") or min(args.repeats, args.frames[0]) < 1:
+        raise UserError(f"--mixing needs --size tiny/small/base/large and --repeats >= 1, got {args.size!r}")
+    cfg = MixingConfig(
+        size=args.size,
+        patch=args.patch,
+        frames=args.frames[0],
+        batch=args.batch_sizes[0],
+        threads=args.threads or 1,
+        classes=args.classes,
+        sdpa=args.sdpa,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        seed=args.seed,
+    )
+    env = environment(make_config(args)[0])
+    doc = {"environment": env, **run_mixing(cfg)}
+    print(
+        f"# xvit bench --mixing: {env['cpu']}, {cfg.threads} thread(s), fp32, torch {env['torch']}, "
+        f"sdpa {'on' if cfg.sdpa else 'off'}, {env['date_utc']} UTC"
+    )
+    print(format_mixing(doc))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.mixing:
+        return run_mixing_mode(args)
     cfg, schedule = make_config(args)
     specs = resolve_models(args)
     env = environment(cfg)
