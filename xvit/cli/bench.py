@@ -29,7 +29,7 @@ from xvit.bench.spec import (
     ModelSpec,
     Schedule,
 )
-from xvit.bench.stats import compute_ratios
+from xvit.bench.stats import RATIO_PAIRS, compute_ratios, control_label, control_warnings
 from xvit.engine.runtime import resolve_device
 from xvit.errors import UserError
 from xvit.models import list_models
@@ -92,6 +92,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="HF ViViT temporal tubelet: 1 (default: same tokens and FLOPs as `joint`) or 2 (ViViT's 16x2)",
+    )
+    p.add_argument(
+        "--aa-control",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the first model twice, as two independent entries (A/A control, printed as a ratio; "
+        "a warning when outside 1.00 +- 0.02) (default on)",
     )
     p.add_argument(
         "--mixing",
@@ -221,16 +228,32 @@ def run_mixing_mode(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_control(ratios: list[dict], first: str) -> None:
+    """The A/A control's ratios, and a warning for each outside 1.00 +- 0.02."""
+    for r in ratios:
+        if r["a"] == control_label(first):
+            shown = ", ".join(f"{k} {p['wall']:.3f}" for k, p in r["phases"].items())
+            print(f"\nA/A control ({first} measured twice, as {first} and {r['a']}), T={r['frames']}: {shown}")
+    for line in control_warnings(ratios, first):
+        print(f"WARNING: {line}")
+        log.warning(line)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.mixing:
         return run_mixing_mode(args)
     cfg, schedule = make_config(args)
     specs = resolve_models(args)
+    pairs = RATIO_PAIRS
+    if args.aa_control:  # last in the list, so the two entries of the first model sit far apart in a pass
+        first = specs[0]
+        specs.append(ModelSpec(control_label(first.label), first.family, first.name, dict(first.options)))
+        pairs = [(specs[-1].label, first.label), *RATIO_PAIRS]
     env = environment(cfg)
     keys = schedule.keys()
     log.info("benchmarking %s at %s frames on %s", ", ".join(s.label for s in specs), schedule.frames, cfg.device)
     results = measure(specs, cfg, schedule)
-    ratios = compute_ratios(results)
+    ratios = compute_ratios(results, pairs)
     print("\n".join("# " + line for line in settings_lines(cfg, env, schedule)))
     print()
     print(format_table(results, keys))
@@ -243,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
         if cfg.device == "cpu":
             print("\nCPU-time ratios (the process's CPU time, less sensitive to other load on the machine):\n")
             print(format_ratios(ratios, keys, "cpu"))
+    if args.aa_control:
+        print_control(ratios, specs[0].label)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         doc = {"settings": {**asdict(cfg), **schedule.settings()}}
