@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from xvit.models import create_model
 from xvit.models.layers import Attention
 
+PHASES = ("infer", "train", "infer_cpu", "train_cpu")
+
 
 @dataclass(frozen=True)
 class MixingConfig:
@@ -89,12 +91,13 @@ def memory_figures(cfg: MixingConfig) -> dict:
     return out
 
 
-def _per_call(fn: Callable[..., object], calls: int, *args: object) -> float:
-    """Mean seconds of ``fn(*args)`` over ``calls`` calls."""
-    t0 = time.perf_counter()
+def _per_call(fn: Callable[..., object], calls: int, *args: object) -> tuple[float, float]:
+    """Mean wall-clock and process CPU seconds of ``fn(*args)`` over ``calls`` calls (at one
+    thread, CPU time leaves out the time other work on a shared machine held the core)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(calls):
         fn(*args)
-    return (time.perf_counter() - t0) / calls
+    return (time.perf_counter() - t0) / calls, (time.process_time() - c0) / calls
 
 
 def mixing_step_times(cfg: MixingConfig) -> dict[str, list[float]]:
@@ -107,25 +110,29 @@ def mixing_step_times(cfg: MixingConfig) -> dict[str, list[float]]:
     qkv = torch.randn(cfg.batch, cfg.frames, n, 3 * dim)
     five = qkv.view(cfg.batch, cfg.frames, n, 3, dim)
     fns = {"reference": lambda: attn.mix_kv(five), "inplace": lambda: attn.mix_kv_(qkv)}
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    times: dict[str, list[float]] = {k + c: [] for k in fns for c in ("", "_cpu")}
     with torch.no_grad():
         for r in range(cfg.warmup + cfg.repeats):
             for name in list(fns)[r % 2 :] + list(fns)[: r % 2]:
-                t = _per_call(fns[name], cfg.mix_calls)
+                wall, cpu = _per_call(fns[name], cfg.mix_calls)
                 if r >= cfg.warmup:
-                    times[name].append(t)
+                    times[name].append(wall)
+                    times[name + "_cpu"].append(cpu)
     return times
 
 
 def step_times(cfg: MixingConfig) -> dict[str, dict[str, list[float]]]:
-    """Seconds per inference pass and per training step of the frame ViT, X-ViT (in place) and
-    X-ViT's reference, interleaved: ``{model: {"infer": [...], "train": [...]}}``."""
+    """Seconds per inference pass and per training step of the frame ViT, X-ViT (in place),
+    X-ViT's reference and the frame ViT again (``vit#2``, an A/A control: a second instance in the
+    same schedule), interleaved: ``{model: {"infer": [...], "train": [...], "infer_cpu": [...],
+    "train_cpu": [...]}}`` (wall clock; ``_cpu``: process CPU time)."""
     torch.manual_seed(cfg.seed)
     kw = dict(num_frames=cfg.frames, num_classes=cfg.classes)
     models = {
         "vit": create_model(f"vit_{cfg.size}_patch{cfg.patch}_224", **kw),
         "xvit": set_inplace_mix(create_model(f"xvit_{cfg.size}_patch{cfg.patch}_224", **kw), True),
         "xvit-reference": set_inplace_mix(create_model(f"xvit_{cfg.size}_patch{cfg.patch}_224", **kw), False),
+        "vit#2": create_model(f"vit_{cfg.size}_patch{cfg.patch}_224", **kw),
     }
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-6, momentum=0.9, nesterov=True) for k, m in models.items()}
     x = torch.randn(cfg.batch, 3, cfg.frames, 224, 224)
@@ -143,7 +150,7 @@ def step_times(cfg: MixingConfig) -> dict[str, dict[str, list[float]]]:
         F.cross_entropy(m(x), target).backward()
         opt.step()
 
-    times = {k: {"infer": [], "train": []} for k in models}
+    times = {k: {p: [] for p in PHASES} for k in models}
     names = list(models)
     for r in range(cfg.warmup + cfg.repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -151,8 +158,8 @@ def step_times(cfg: MixingConfig) -> dict[str, dict[str, list[float]]]:
             t_inf = _per_call(infer, 1, models[name])
             t_train = _per_call(train, 1, models[name], opts[name])
             if r >= cfg.warmup:
-                times[name]["infer"].append(t_inf)
-                times[name]["train"].append(t_train)
+                for phase, value in zip(PHASES, (*t_inf, *t_train)):
+                    times[name][phase].append(value)
     return times
 
 
@@ -181,10 +188,11 @@ def run_mixing(cfg: MixingConfig) -> dict:
     ratios = {
         "memory": {k: memory[k] / memory["vit"] for k in ("xvit", "xvit-reference")},
         "mixing": paired(mixing["inplace"], mixing["reference"]),
+        "mixing_cpu": paired(mixing["inplace_cpu"], mixing["reference_cpu"]),
         "steps": {
             f"{m}/vit {phase}": paired(steps[m][phase], steps["vit"][phase])
-            for m in ("xvit", "xvit-reference")
-            for phase in ("infer", "train")
+            for phase in PHASES
+            for m in ("xvit", "xvit-reference", "vit#2")
         },
     }
     return {"settings": asdict(cfg), "memory_bytes": memory, "mixing_s": mixing, "steps_s": steps, "ratios": ratios}
@@ -194,7 +202,7 @@ def format_mixing(doc: dict) -> str:
     """The figures of ``run_mixing`` as text lines."""
     s, mem, r = doc["settings"], doc["memory_bytes"], doc["ratios"]
     ms = {k: 1e3 * statistics.median(v) for k, v in doc["mixing_s"].items()}
-    mr = r["mixing"]
+    mr = r["mixing"]  # wall clock
     lines = [
         f"saved-for-backward memory ({s['memory_size']}/{s['patch']}, batch {s['memory_batch']}, "
         f"{s['frames']} frames, parameters excluded):",
@@ -202,18 +210,24 @@ def format_mixing(doc: dict) -> str:
         "",
         f"mixing step per {s['size']}/{s['patch']} block (batch {s['batch']}, {s['frames']} frames, K and V, "
         f"shift_div 4, no autograd), median of {s['repeats']} x {s['mix_calls']} calls:",
-        f"  reference (out of place) {ms['reference']:.3f} ms   in place {ms['inplace']:.3f} ms   "
-        f"in place / reference {mr['paired_median']:.3f} [{mr['paired_min']:.3f}-{mr['paired_max']:.3f}]",
+        f"  wall clock: reference (out of place) {ms['reference']:.3f} ms, in place {ms['inplace']:.3f} ms, "
+        f"in place / reference {_fmt(mr)}",
+        f"  CPU time:   reference (out of place) {ms['reference_cpu']:.3f} ms, in place {ms['inplace_cpu']:.3f} ms, "
+        f"in place / reference {_fmt(r['mixing_cpu'])}",
         "",
         f"step time relative to the frame ViT ({s['size']}/{s['patch']}, batch {s['batch']}, {s['frames']} frames, "
-        f"{s['repeats']} interleaved repeats): ratio of medians, paired per repeat median [min-max]:",
+        f"{s['repeats']} interleaved repeats; _cpu: process CPU time; vit#2: the frame ViT again, A/A control): "
+        "ratio of medians, paired per repeat median [min-max]:",
     ]
     for name, p in r["steps"].items():
-        spread = f"[{p['paired_min']:.3f}-{p['paired_max']:.3f}]"
-        lines.append(f"  {name:26s} {p['of_medians']:.3f}   {p['paired_median']:.3f} {spread}")
+        lines.append(f"  {name:28s} {p['of_medians']:.3f}   {_fmt(p)}")
     vit = doc["steps_s"]["vit"]
     lines.append(
         f"  (frame ViT: inference {statistics.median(vit['infer']):.2f} s, "
         f"training step {statistics.median(vit['train']):.2f} s)"
     )
     return "\n".join(lines)
+
+
+def _fmt(p: dict) -> str:
+    return f"{p['paired_median']:.3f} [{p['paired_min']:.3f}-{p['paired_max']:.3f}]"
