@@ -1,6 +1,8 @@
 """The in-place mixing (``Attention.mix_kv_``) against the out-of-place reference (``mix_kv``):
 same outputs and parameter gradients for every mixing option, fewer bytes kept for backward."""
 
+import json
+
 import pytest
 import torch
 
@@ -60,7 +62,7 @@ def test_inplace_mixing_equals_reference_outputs_and_gradients(opts, fused):
 
 @pytest.mark.parametrize("t_w,T", [(1, 5), (2, 5), (2, 1), (1, 2)])
 @pytest.mark.parametrize("mix", ["kv", "k", "v"])
-def test_mix_kv_inplace_equals_reference_on_coded_values_and_input_gradient(mix, t_w, T):
+def test_mix_kv_inplace_equals_reference_and_its_input_gradient(mix, t_w, T):
     attn = Attention(16, num_heads=2, mix=mix, shift_div=8 if t_w == 2 else 4, t_w=t_w)
     qkv = torch.randn(2, T, 3, 48, dtype=torch.double, requires_grad=True)
     ref = torch.stack(attn.mix_kv(qkv.view(2, T, 3, 3, 16)), dim=3).view(2, T, 3, 48)
@@ -109,3 +111,22 @@ def test_inplace_mixing_keeps_no_second_kv_tensor_for_backward():
     # the reference keeps one (B, T, N, 2, D) K/V copy per block: 2 * 4 * 17 * 2 * 32 floats
     assert reference - inplace == 2 * (2 * 4 * 17 * 2 * 32 * 4)
     assert inplace < saved_bytes(frame_vit, x) * 1.1  # the rest is the temporal head
+
+
+def test_bench_mixing_mode_prints_every_figure_with_its_settings(tmp_path, capsys):
+    from xvit.cli import main
+
+    out_json = tmp_path / "mixing.json"
+    argv = ["bench", "--mixing", "--size", "tiny", "--frames", "2", "--repeats", "1", "--warmup", "0"]
+    assert main([*argv, "--json", str(out_json)]) == 0
+    text = capsys.readouterr().out
+    assert "1 thread(s), fp32" in text and "ISA: " in text
+    assert "saved-for-backward memory (tiny/16, batch 2, 2 frames" in text
+    assert "mixing step per tiny/16 block (batch 1, 2 frames" in text
+    for name in ("xvit/vit infer", "xvit-reference/vit train", "vit#2/vit train_cpu"):
+        assert f"  {name} " in text
+    doc = json.loads(out_json.read_text())
+    assert doc["settings"]["threads"] == 1 and doc["environment"]["cpu_isa"] is not None
+    mem = doc["memory_bytes"]
+    assert mem["xvit"] < mem["xvit-reference"] and doc["ratios"]["memory"]["xvit"] == mem["xvit"] / mem["vit"]
+    assert all(len(v["train_cpu"]) == 1 for v in doc["steps_s"].values())

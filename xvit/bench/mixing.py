@@ -158,7 +158,7 @@ def step_times(cfg: MixingConfig) -> dict[str, dict[str, list[float]]]:
             t_inf = _per_call(infer, 1, models[name])
             t_train = _per_call(train, 1, models[name], opts[name])
             if r >= cfg.warmup:
-                for phase, value in zip(PHASES, (*t_inf, *t_train)):
+                for phase, value in zip(("infer", "infer_cpu", "train", "train_cpu"), (*t_inf, *t_train)):
                     times[name][phase].append(value)
     return times
 

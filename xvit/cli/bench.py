@@ -217,7 +217,8 @@ def run_mixing_mode(args: argparse.Namespace) -> int:
     env = environment(make_config(args)[0])
     doc = {"environment": env, **run_mixing(cfg)}
     print(
-        f"# xvit bench --mixing: {env['cpu']}, {cfg.threads} thread(s), fp32, torch {env['torch']}, "
+        f"# xvit bench --mixing: {env['cpu']} (ISA: {' '.join(env['cpu_isa']) or 'unknown'}), "
+        f"{cfg.threads} thread(s), fp32, torch {env['torch']}, "
         f"sdpa {'on' if cfg.sdpa else 'off'}, {env['date_utc']} UTC"
     )
     print(format_mixing(doc))
