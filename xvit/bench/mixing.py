@@ -123,7 +123,8 @@ def mixing_step_times(cfg: MixingConfig) -> dict[str, list[float]]:
 
 def step_times(cfg: MixingConfig) -> dict[str, dict[str, list[float]]]:
     """Seconds per inference pass and per training step of the frame ViT, X-ViT (in place),
-    X-ViT's reference and the frame ViT again (``vit#2``, an A/A control: a second instance in the
+    X-ViT's reference, X-ViT with the frame ViT's head (``xvit-avg``: the mixing and the temporal
+    embedding are all that differ) and the frame ViT again (``vit#2``, an A/A control: a second instance in the
     same schedule), interleaved: ``{model: {"infer": [...], "train": [...], "infer_cpu": [...],
     "train_cpu": [...]}}`` (wall clock; ``_cpu``: process CPU time)."""
     torch.manual_seed(cfg.seed)
@@ -132,6 +133,7 @@ def step_times(cfg: MixingConfig) -> dict[str, dict[str, list[float]]]:
         "vit": create_model(f"vit_{cfg.size}_patch{cfg.patch}_224", **kw),
         "xvit": set_inplace_mix(create_model(f"xvit_{cfg.size}_patch{cfg.patch}_224", **kw), True),
         "xvit-reference": set_inplace_mix(create_model(f"xvit_{cfg.size}_patch{cfg.patch}_224", **kw), False),
+        "xvit-avg": create_model(f"xvit_{cfg.size}_patch{cfg.patch}_224", head="avg", **kw),
         "vit#2": create_model(f"vit_{cfg.size}_patch{cfg.patch}_224", **kw),
     }
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-6, momentum=0.9, nesterov=True) for k, m in models.items()}
@@ -192,7 +194,7 @@ def run_mixing(cfg: MixingConfig) -> dict:
         "steps": {
             f"{m}/vit {phase}": paired(steps[m][phase], steps["vit"][phase])
             for phase in PHASES
-            for m in ("xvit", "xvit-reference", "vit#2")
+            for m in ("xvit", "xvit-reference", "xvit-avg", "vit#2")
         },
     }
     return {"settings": asdict(cfg), "memory_bytes": memory, "mixing_s": mixing, "steps_s": steps, "ratios": ratios}
@@ -217,7 +219,7 @@ def format_mixing(doc: dict) -> str:
         "",
         f"step time relative to the frame ViT ({s['size']}/{s['patch']}, batch {s['batch']}, {s['frames']} frames, "
         f"{s['repeats']} interleaved repeats; _cpu: process CPU time; vit#2: the frame ViT again, A/A control): "
-        "ratio of medians, paired per repeat median [min-max]:",
+        "xvit-avg: X-ViT with the frame ViT's head; ratio of medians, paired per repeat median [min-max]:",
     ]
     for name, p in r["steps"].items():
         lines.append(f"  {name:28s} {p['of_medians']:.3f}   {_fmt(p)}")
