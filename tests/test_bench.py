@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from xvit.bench import ALIASES, DEFAULT_MODELS
+from xvit.bench.report import ISA_FLAGS, cpu_isa
+from xvit.bench.stats import control_warnings
 from xvit.cli import main
 from xvit.models.layers import temporal_shift
 
@@ -30,16 +32,19 @@ def test_bench_end_to_end(tmp_path, capsys):
         assert setting in text
     assert "| model | T | params (M) | GFLOPs | infer b1 videos/s" in text and "train b2 clips/s" in text
     assert "| xvit / vit | 2 |" in text and "| xvit-avg / vit | 3 |" in text
+    assert "A/A control (xvit measured twice, as xvit and xvit#2), T=2: infer_b1 " in text
+    assert "ISA: " in text
 
     doc = json.loads(out_json.read_text())
     settings = doc["settings"]
     assert settings["frames"] == [2, 3] and settings["batch_sizes"] == [1, 2] and settings["train_batch_size"] == 2
-    assert {"torch", "cpu", "memory_method", "date_utc"} <= set(doc["environment"])
+    assert {"torch", "cpu", "cpu_isa", "memory_method", "date_utc"} <= set(doc["environment"])
+    assert isinstance(doc["environment"]["cpu_isa"], list)
     rows = {(r["label"], r["frames"]): r for r in doc["results"]}
-    assert set(rows) == {(m, t) for m in DEFAULT_MODELS for t in (2, 3)}
+    assert set(rows) == {(m, t) for m in [*DEFAULT_MODELS, "xvit#2"] for t in (2, 3)}  # + the A/A control
     for (label, frames), row in rows.items():
         assert ROW_FIELDS <= set(row), label
-        assert row["params"] > 0 and row["gmacs"] > 0 and row["options"] == ALIASES[label][1]
+        assert row["params"] > 0 and row["gmacs"] > 0 and row["options"] == ALIASES[label.removesuffix("#2")][1]
         assert set(row["phases"]) == {"infer_b1", "infer_b2", "train_b2"}
         for ph in row["phases"].values():
             assert PHASE_FIELDS <= set(ph) and ph["error"] is None, (label, frames, ph)
@@ -50,6 +55,7 @@ def test_bench_end_to_end(tmp_path, capsys):
     assert rows[("xvit-avg", 2)]["gmacs"] == pytest.approx(rows[("vit", 2)]["gmacs"])
     pairs = {(r["a"], r["b"], r["frames"]) for r in doc["ratios"]}
     assert {("xvit", "vit", 2), ("xvit-avg", "vit", 3), ("timesformer", "xvit", 2), ("joint", "xvit", 3)} <= pairs
+    assert ("xvit#2", "xvit", 3) in pairs
     for r in doc["ratios"]:
         assert set(r["phases"]) == {"infer_b1", "infer_b2", "train_b2"}
         assert all(p["wall"] > 0 and p["cpu_paired_min"] <= p["cpu_paired_max"] for p in r["phases"].values())
@@ -60,7 +66,7 @@ def test_peers_missing_is_a_clear_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
     out_json = tmp_path / "b.json"
     one = ["--frames", "2", "--batch-sizes", "1", "--no-train"]
-    rc = main(["bench", *TINY, "--models", "vit", "--peers", *one, "--json", str(out_json)])
+    rc = main(["bench", *TINY, "--models", "vit", "--peers", *one, "--no-aa-control", "--json", str(out_json)])
     assert rc == 0
     err = capsys.readouterr().err
     assert "need transformers" in err and "pip install 'xvit[bench]'" in err and "running without them" in err
@@ -85,6 +91,23 @@ def test_peers_match_our_models(tmp_path):
     assert rows["hf-timesformer"]["params"] == rows["timesformer"]["params"]
     assert rows["hf-vivit"]["gmacs"] == pytest.approx(rows["joint"]["gmacs"])
     assert rows["hf-timesformer"]["attn"] == "eager" and rows["hf-vivit"]["attn"] == "sdpa"
+
+
+def test_aa_control_warns_outside_two_percent():
+    ratios = [
+        {"a": "vit#2", "b": "vit", "frames": 8, "phases": {"infer_b1": {"wall": 1.015}, "train_b4": {"wall": 0.97}}},
+        {"a": "xvit", "b": "vit", "frames": 8, "phases": {"infer_b1": {"wall": 1.5}}},  # not the control
+    ]
+    warnings = control_warnings(ratios, "vit")
+    assert len(warnings) == 1 and "T=8 train_b4: 0.970, outside 1.00 +- 0.02" in warnings[0]
+
+
+def test_cpu_isa_reads_the_vector_flags():
+    flags = cpu_isa()
+    assert set(flags) <= set(ISA_FLAGS)
+    with open("/proc/cpuinfo") as f:
+        text = f.read()
+    assert ("avx2" in flags) == (" avx2 " in text.replace("\n", " "))
 
 
 @pytest.mark.parametrize(

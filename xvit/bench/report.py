@@ -26,12 +26,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# vector-ISA flags of /proc/cpuinfo that change the kernels torch picks (and ratios like bf16 / fp32)
+ISA_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "avx2", "fma")
+
+
+def cpu_isa() -> list[str]:
+    """The ``ISA_FLAGS`` this CPU reports in ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [flag for flag in ISA_FLAGS if flag in flags]
+
+
 def environment(cfg: BenchConfig) -> dict:
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name() if cfg.device == "cuda" else None,
         "memory_method": memory_method(cfg.device),
@@ -44,7 +59,8 @@ def settings_lines(cfg: BenchConfig, env: dict, schedule: Schedule) -> list[str]
     if cfg.device == "cuda":
         dev = f"cuda ({env['gpu']})"
     else:
-        dev = f"cpu ({env['cpu']}, {env['cpu_count']} logical CPUs)"
+        isa = " ".join(env["cpu_isa"]) or "unknown"
+        dev = f"cpu ({env['cpu']}, {env['cpu_count']} logical CPUs, ISA: {isa})"
     dtype = cfg.dtype + ("" if cfg.dtype == "fp32" else " (autocast)")
     on_off = {True: "on", False: "off"}
     infer = " ".join(map(str, schedule.batch_sizes)) if schedule.infer else "off"

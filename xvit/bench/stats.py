@@ -23,6 +23,30 @@ RATIO_PAIRS = [
 ]
 
 
+AA_TOLERANCE = 0.02  # the A/A control's goal: the same model measured twice within 1.00 +- 2%
+
+
+def control_label(label: str) -> str:
+    """The A/A control's label: the first model again, as an independent entry (own process)."""
+    return f"{label}#2"
+
+
+def control_warnings(ratios: list[dict], first: str, tol: float = AA_TOLERANCE) -> list[str]:
+    """One line per phase whose A/A ratio (wall clock, ratio of medians) is outside 1 +- ``tol``."""
+    out = []
+    for r in ratios:
+        if (r["a"], r["b"]) != (control_label(first), first):
+            continue
+        for key, p in r["phases"].items():
+            if abs(p["wall"] - 1) > tol:
+                out.append(
+                    f"A/A control {r['a']} / {first} at T={r['frames']} {key}: {p['wall']:.3f}, outside "
+                    f"1.00 +- {tol:.2f}; differences between models below {100 * abs(p['wall'] - 1):.0f}% "
+                    "are not resolved on this machine now"
+                )
+    return out
+
+
 def empty_phase(kind: str, batch: int, iters: int) -> dict:
     """The record of one phase of one (model, frames) row, before any repeat."""
     return {"kind": kind, "batch": batch, "iters": iters, "wall_s": [], "cpu_s": [], "mem_bytes": [], "error": None}
@@ -59,11 +83,11 @@ def summarise(row: dict) -> dict:
     return row
 
 
-def compute_ratios(results: list[dict]) -> list[dict]:
+def compute_ratios(results: list[dict], pairs: list[tuple[str, str]] = RATIO_PAIRS) -> list[dict]:
     """time(a) / time(b) per phase and frame count: of the medians, and paired per repeat."""
     by_key = {(r["label"], r["frames"]): r for r in results}
     out = []
-    for a, b in RATIO_PAIRS:
+    for a, b in pairs:
         for frames in sorted({r["frames"] for r in results}):
             ra, rb = by_key.get((a, frames)), by_key.get((b, frames))
             if not ra or not rb or ra.get("error") or rb.get("error"):

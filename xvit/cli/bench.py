@@ -29,7 +29,7 @@ from xvit.bench.spec import (
     ModelSpec,
     Schedule,
 )
-from xvit.bench.stats import compute_ratios
+from xvit.bench.stats import RATIO_PAIRS, compute_ratios, control_label, control_warnings
 from xvit.engine.runtime import resolve_device
 from xvit.errors import UserError
 from xvit.models import list_models
@@ -92,6 +92,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="HF ViViT temporal tubelet: 1 (default: same tokens and FLOPs as `joint`) or 2 (ViViT's 16x2)",
+    )
+    p.add_argument(
+        "--aa-control",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the first model twice, as two independent entries (A/A control, printed as a ratio; "
+        "a warning when outside 1.00 +- 0.02) (default on)",
+    )
+    p.add_argument(
+        "--mixing",
+        action="store_true",
+        help="instead: X-ViT's mixing cost over the frame ViT in one process (saved-for-backward memory at "
+        "tiny size, batch 2; the mixing step per block; inference/training step ratios) at --size, the first "
+        "--frames and --batch-sizes, --threads (default 1 here), --repeats, --warmup",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write every measurement as JSON")
@@ -182,14 +196,65 @@ def make_config(args: argparse.Namespace) -> tuple[BenchConfig, Schedule]:
     return cfg, schedule
 
 
+def run_mixing_mode(args: argparse.Namespace) -> int:
+    """``--mixing``: the figures of ``xvit.bench.mixing``, printed with their settings."""
+    from xvit.bench.mixing import MixingConfig, format_mixing, run_mixing
+
+    if args.size not in ("tiny", "small", "base", "large") or min(args.repeats, args.frames[0]) < 1:
+        raise UserError(f"--mixing needs --size tiny/small/base/large and --repeats >= 1, got {args.size!r}")
+    cfg = MixingConfig(
+        size=args.size,
+        patch=args.patch,
+        frames=args.frames[0],
+        batch=args.batch_sizes[0],
+        threads=args.threads or 1,
+        classes=args.classes,
+        sdpa=args.sdpa,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        seed=args.seed,
+    )
+    env = environment(make_config(args)[0])
+    doc = {"environment": env, **run_mixing(cfg)}
+    print(
+        f"# xvit bench --mixing: {env['cpu']} (ISA: {' '.join(env['cpu_isa']) or 'unknown'}), "
+        f"{cfg.threads} thread(s), fp32, torch {env['torch']}, "
+        f"sdpa {'on' if cfg.sdpa else 'off'}, {env['date_utc']} UTC"
+    )
+    print(format_mixing(doc))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def print_control(ratios: list[dict], first: str) -> None:
+    """The A/A control's ratios, and a warning for each outside 1.00 +- 0.02."""
+    for r in ratios:
+        if r["a"] == control_label(first):
+            shown = ", ".join(f"{k} {p['wall']:.3f}" for k, p in r["phases"].items())
+            print(f"\nA/A control ({first} measured twice, as {first} and {r['a']}), T={r['frames']}: {shown}")
+    for line in control_warnings(ratios, first):
+        print(f"WARNING: {line}")
+        log.warning(line)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.mixing:
+        return run_mixing_mode(args)
     cfg, schedule = make_config(args)
     specs = resolve_models(args)
+    pairs = RATIO_PAIRS
+    if args.aa_control:  # last in the list, so the two entries of the first model sit far apart in a pass
+        first = specs[0]
+        specs.append(ModelSpec(control_label(first.label), first.family, first.name, dict(first.options)))
+        pairs = [(specs[-1].label, first.label), *RATIO_PAIRS]
     env = environment(cfg)
     keys = schedule.keys()
     log.info("benchmarking %s at %s frames on %s", ", ".join(s.label for s in specs), schedule.frames, cfg.device)
     results = measure(specs, cfg, schedule)
-    ratios = compute_ratios(results)
+    ratios = compute_ratios(results, pairs)
     print("\n".join("# " + line for line in settings_lines(cfg, env, schedule)))
     print()
     print(format_table(results, keys))
@@ -202,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
         if cfg.device == "cpu":
             print("\nCPU-time ratios (the process's CPU time, less sensitive to other load on the machine):\n")
             print(format_ratios(ratios, keys, "cpu"))
+    if args.aa_control:
+        print_control(ratios, specs[0].label)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         doc = {"settings": {**asdict(cfg), **schedule.settings()}}

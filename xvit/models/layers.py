@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 MIX_TARGETS = ("kv", "k", "v")
+MIX_PARTS = {"kv": slice(1, 3), "k": slice(1, 2), "v": slice(2, 3)}  # index into (q, k, v)
 
 
 def mix_offsets(t_w: int) -> tuple[int, ...]:
@@ -79,6 +81,52 @@ class _TemporalShift(torch.autograd.Function):
         return _TemporalShift.apply(grad, tuple(-o for o in ctx.offsets), ctx.fold), None, None
 
 
+def shift_(x: Tensor, offsets: Sequence[int], fold: int) -> Tensor:
+    """``temporal_shift`` in place: (B, T, ..., C) -> ``x``, same zero padding.
+
+    Only the shifted channel groups are written, one frame at a time in the order that reads a
+    frame before it is overwritten (ascending for offsets > 0, descending for < 0); works on
+    strided views such as the K/V part of a qkv tensor. Plain tensor ops, no autograd.
+    """
+    T = x.shape[1]
+    for i, off in enumerate(offsets):
+        g = x[..., i * fold : (i + 1) * fold]  # (B, T, ..., fold) view
+        n = max(T - abs(off), 0)  # frames that have a source inside the clip
+        for t in range(n) if off > 0 else range(T - 1, T - 1 - n, -1):
+            g[:, t].copy_(g[:, t + off])
+        g[:, slice(n, T) if off > 0 else slice(0, min(-off, T))].zero_()
+    return x
+
+
+class _MixInPlace(torch.autograd.Function):
+    """The mixing step written into the qkv projection's output (B, T, N, 3D) in place.
+
+    The Linear saves its input and weight for backward, not its output, so overwriting the
+    output loses nothing autograd needs, and no second K/V tensor stays alive for backward.
+    The gradient is the opposite shift, applied in place to the incoming gradient: that is the
+    private tensor built by the backward of ``unbind`` (a stack) behind the ``view`` that follows.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: Tensor, offsets: tuple[int, ...], fold: int, parts: slice) -> Tensor:
+        ctx.offsets, ctx.fold, ctx.parts = offsets, fold, parts
+        shift_(_parts(qkv, parts), offsets, fold)
+        ctx.mark_dirty(qkv)
+        return qkv
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        grad = grad.contiguous()
+        shift_(_parts(grad, ctx.parts), tuple(-o for o in ctx.offsets), ctx.fold)
+        return grad, None, None, None
+
+
+def _parts(qkv: Tensor, parts: slice) -> Tensor:
+    """(B, T, N, 3D) -> the (B, T, N, p, D) view of the parts (0 q, 1 k, 2 v) in ``parts``."""
+    return qkv.view(*qkv.shape[:-1], 3, qkv.shape[-1] // 3)[..., parts, :]
+
+
 def resize_temporal_embed(embed: Tensor, num_frames: int) -> Tensor:
     """Linear interpolation of a (1, T0, 1, D) or (1, T0, D) temporal embedding to ``num_frames``."""
     T0 = embed.shape[1]
@@ -101,6 +149,9 @@ class Attention(nn.Module):
     the mean token of each frame's (normed) input is projected with the same K/V weights and
     the T summaries are appended to every frame's keys and values (paper §3.3, R = 1).
     ``fused_attn`` selects ``F.scaled_dot_product_attention``; the eager path is the reference.
+    ``inplace_mix`` writes the mixed channels into the qkv projection's output in place
+    (``mix_kv_``); ``False`` selects the out-of-place reference (``mix_kv``), which is also what
+    runs under ``torch.compile``/``torch.export`` tracing. Both give the same outputs and gradients.
     """
 
     def __init__(
@@ -115,6 +166,7 @@ class Attention(nn.Module):
         t_w: int = 1,
         summary_token: bool = False,
         fused_attn: bool = True,
+        inplace_mix: bool = True,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -131,6 +183,7 @@ class Attention(nn.Module):
             raise ValueError(f"t_w={t_w} needs {2 * t_w} folds of dim/{shift_div}; more than {dim} channels")
         self.summary_token = summary_token
         self.fused_attn = fused_attn
+        self.inplace_mix = inplace_mix
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -152,6 +205,20 @@ class Attention(nn.Module):
             v = temporal_shift(v, self.offsets, self.fold)
         return q, k, v
 
+    def mix_kv_(self, qkv: Tensor) -> Tensor:
+        """The mixing step in place on the qkv projection's output (B, T, N, 3D); returns it.
+
+        With autograd recording, one ``_MixInPlace`` op (backward: the opposite shift, in place);
+        otherwise plain in-place copies. Only the shifted channel groups are written.
+        """
+        if self.mix is None or self.fold == 0:
+            return qkv
+        parts = MIX_PARTS[self.mix]
+        if torch.is_grad_enabled() and qkv.requires_grad:
+            return _MixInPlace.apply(qkv, self.offsets, self.fold, parts)
+        shift_(_parts(qkv, parts), self.offsets, self.fold)
+        return qkv
+
     def summary_kv(self, x: Tensor) -> Tensor:
         """Keys/values of the per-frame summary tokens: (B, T, N, D) -> (2, B, heads, T, hd)."""
         B, T, N, D = x.shape
@@ -162,8 +229,11 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, N, D = x.shape
-        qkv = self.qkv(x).view(B, T, N, 3, D)  # (B, T, N, 3, D)
-        q, k, v = self.mix_kv(qkv)  # each (B, T, N, D)
+        qkv = self.qkv(x)  # (B, T, N, 3D)
+        if self.inplace_mix and not torch.compiler.is_compiling():
+            q, k, v = self.mix_kv_(qkv).view(B, T, N, 3, D).unbind(3)  # each (B, T, N, D)
+        else:
+            q, k, v = self.mix_kv(qkv.view(B, T, N, 3, D))  # the out-of-place reference
         q, k, v = (
             t.reshape(B * T, N, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
         )  # (BT, h, N, hd)
