@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -184,19 +185,22 @@ def load_checkpoint(path: str | Path, device: str = "cpu", **overrides) -> tuple
     """Rebuild the model recorded in ``path``, load its weights strictly, check its clip spec.
 
     ``overrides`` replace options of the recorded model (e.g. ``fused_attn=False``). The model is
-    returned in eval mode on ``device``.
+    returned in eval mode on ``device``. It is built on the meta device and takes the loaded tensors
+    as they are (``assign``): no time goes into a random initialisation that the weights replace
+    (~2 s for ViT-B/16 on this machine's CPU), and a strict load leaves no tensor unset.
     """
     raw = read_raw_meta(path)
     meta = CheckpointMeta.from_dict(raw)
     cfg = meta.model
-    model = create_model(
-        cfg["name"],
-        num_frames=cfg["num_frames"],
-        num_classes=cfg["num_classes"],
-        img_size=cfg["img_size"],
-        **{**cfg.get("options", {}), **overrides},
-    )
-    load_pretrained(model, path, strict=True)
+    with torch.device("meta"):
+        model = create_model(
+            cfg["name"],
+            num_frames=cfg["num_frames"],
+            num_classes=cfg["num_classes"],
+            img_size=cfg["img_size"],
+            **{**cfg.get("options", {}), **overrides},
+        )
+    load_pretrained(model, path, strict=True, assign=True)
     check_clip_fits(meta, model, path, section="clip" if "clip" in raw else "data")
     return model.to(device).eval(), meta
 

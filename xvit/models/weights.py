@@ -153,9 +153,16 @@ def adapt_tensor(name: str, value: Tensor, target: Tensor, model: nn.Module, rep
 
 
 def load_state_dict_reported(
-    model: nn.Module, state: dict[str, Tensor], report: LoadReport, skip_prefixes: tuple[str, ...] = ()
+    model: nn.Module,
+    state: dict[str, Tensor],
+    report: LoadReport,
+    skip_prefixes: tuple[str, ...] = (),
+    assign: bool = False,
 ) -> LoadReport:
-    """Copy every tensor whose name the model has (adapting embeddings), report the rest."""
+    """Copy every tensor whose name the model has (adapting embeddings), report the rest.
+
+    ``assign``: the model's tensors become the loaded ones instead of being copied into (a model
+    built on the meta device has nothing to copy into)."""
     own = model.state_dict()
     new: dict[str, Tensor] = {}
     for name, value in state.items():
@@ -169,15 +176,15 @@ def load_state_dict_reported(
         new[name] = fitted.to(own[name].dtype)
     report.loaded = sorted(new)
     report.missing = [n for n in own if n not in new and not any(m[0] == n for m in report.mismatched)]
-    model.load_state_dict(new, strict=False)
+    model.load_state_dict(new, strict=False, assign=assign)
     return report
 
 
-def load_pretrained(model: nn.Module, path: str | Path, strict: bool | None = None) -> LoadReport:
+def load_pretrained(model: nn.Module, path: str | Path, strict: bool | None = None, assign: bool = False) -> LoadReport:
     """Initialise ``model`` from ``path`` (see the module docstring); returns and logs the report.
 
     ``strict`` (default: True for xvit checkpoints, False otherwise) raises ``UserError`` if any
-    tensor is missing, unexpected or mismatched.
+    tensor is missing, unexpected or mismatched. ``assign``: see ``load_state_dict_reported``.
     """
     state, metadata = read_state_dict(path)
     kind = detect_kind(state, metadata)
@@ -186,7 +193,7 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool | None = No
         state = from_reference(state, getattr(model, "num_frames", 8))
     # An image ViT's classifier (head.weight/bias, 1000 or 21843 classes) never fits a video head.
     skip = ("head.",) if kind == "timm-vit" else ()
-    load_state_dict_reported(model, state, report, skip_prefixes=skip)
+    load_state_dict_reported(model, state, report, skip_prefixes=skip, assign=assign)
     strict = (kind == "xvit") if strict is None else strict
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise UserError(f"strict load of {path} failed:\n{report.summary()}")
