@@ -41,9 +41,14 @@ def model_names(pattern: str = "*") -> list[str]:
     return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
 
 
+def family_of(name: str) -> str:
+    """The family prefix of a registered name (``tsm_vit_base_patch16_224`` -> ``tsm_vit``; "" if none)."""
+    return max((f for f in FAMILIES if name.startswith(f + "_")), key=len, default="")
+
+
 def zoo_order(name: str) -> tuple:
     """Sort key for tables: family (X-ViT first), then size as in ``VARIANTS``."""
-    family = max((f for f in FAMILIES if name.startswith(f + "_")), key=len, default="")
+    family = family_of(name)
     rest = name[len(family) + 1 :]
     variants = [f"{s}_patch{p}_{i}" for s, p, i in VARIANTS]
     return (FAMILIES.index(family) if family else 99, variants.index(rest) if rest in variants else 99, name)

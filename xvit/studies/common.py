@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from xvit.bench.report import cpu_model
+from xvit.bench.report import cpu_isa, cpu_model
 from xvit.engine.checkpoint import atomic_write
-from xvit.engine.config import Config, load_config
+from xvit.engine.config import Config
 from xvit.engine.results import format_duration
 from xvit.engine.train import train
 from xvit.errors import UserError
@@ -33,17 +33,10 @@ from xvit.errors import UserError
 
 def machine() -> dict:
     """The machine a result was measured on (CPU model, instruction set, cores, torch, GPU)."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        pass
-    isa = next((name for name, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2")) if flag in flags), None)
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "cpu": cpu_model(),
-        "isa": isa or platform.machine(),
+        "isa": " ".join(cpu_isa()) or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
@@ -139,13 +132,6 @@ def run_units(study: str, out: StudyDir, units: Sequence[Unit]) -> list[dict]:
         spent.setdefault(unit.kind, []).append(record["seconds"])
         records[i] = record
     return [r for r in records if r is not None]
-
-
-def study_config(config: str | None, overrides: list[str], defaults: list[str]) -> Config:
-    """The recipe of a study's training runs: ``config`` (a shipped name or YAML path) with
-    ``overrides``; without ``config``, the built-in benchmark (synthetic.yaml) with the study's CPU
-    budget ``defaults`` first."""
-    return load_config(config, ([] if config else defaults) + list(overrides))
 
 
 def train_run(cfg: Config, run_dir: Path, *, name: str, options: dict, seed: int) -> dict:

@@ -16,6 +16,7 @@ benchmark with 40-frame videos, in which t = 1..5 clips are 5 different frame se
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -70,7 +71,10 @@ def run_fig1(
                 key = f"eval_s{i}_{t}x{s}"
                 run = _evaluator(cfg, ckpt, i, (t, s), timing_repeats)
                 units.append(Unit(key, f"evaluate {views_text((t, s))} views, model {i} ({ckpt})", run, "eval"))
-    records = run_units("fig1", study, units)
+    try:
+        records = run_units("fig1", study, units)
+    finally:
+        _load.cache_clear()  # no model kept past the study (nor a stale one for the next)
     results = summarise(records, command, settings, len(ckpts), [str(c) for c in ckpts])
     write_json(study.root / "results.json", results)
     (study.root / "results.md").write_text(markdown(results))
@@ -93,10 +97,16 @@ def _pairs(cfg: Config, names: list[str]) -> list[tuple[int, int]]:
     return resolve_pairs(pairs, names)
 
 
+@functools.lru_cache(maxsize=1)
+def _load(ckpt: Path, device: str):
+    """The checkpoint's model: its evaluations run one after another, so it is loaded once for all."""
+    return load_checkpoint(ckpt, device=device)
+
+
 def _evaluator(cfg: Config, ckpt: Path, index: int, views: tuple[int, int], repeats: int):
     def run() -> dict:
         device = resolve_device(cfg.train.device)
-        model, meta = load_checkpoint(ckpt, device=str(device))
+        model, meta = _load(ckpt, str(device))
         res, _, info = evaluate_checkpoint(
             model, meta, ckpt, views, device=device, batch_size=cfg.eval.batch_size, workers=cfg.data.num_workers
         )

@@ -32,7 +32,7 @@ from xvit.bench.spec import BenchConfig, ModelSpec
 from xvit.data.clip import views_text
 from xvit.engine.results import format_duration
 from xvit.errors import UserError
-from xvit.models.sizes import FAMILIES, VARIANTS, variant_name
+from xvit.models.sizes import VARIANTS, family_of, variant_name
 from xvit.studies.common import StudyDir, machine, machine_line, write_json
 
 HEAVY_GMACS = 1000.0  # per view: above this a row gets ``heavy_repeats`` timed passes
@@ -100,7 +100,7 @@ def rows_at_size(size: str | None) -> list[Row]:
         raise UserError(f"unknown size {size!r}: one of {', '.join(dict.fromkeys(v[0] for v in VARIANTS))}")
     out = []
     for r in ROWS:
-        family = max((f for f in FAMILIES if r.name.startswith(f + "_")), key=len)
+        family = family_of(r.name)
         name = variant_name(family, *variant)
         out.append(replace(r, name=name, img_size=variant[2], label=f"{r.label} ({size})"))
     return out

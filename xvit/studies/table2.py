@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from xvit.engine.config import Config
 from xvit.engine.results import format_duration
-from xvit.models.sizes import FAMILIES
+from xvit.models.sizes import family_of
 from xvit.studies.common import (
     StudyDir,
     Unit,
@@ -63,7 +63,7 @@ ORDERING = (("xvit_ta", "xvit_pool"), ("xvit_pool", "tsm_pool"))
 
 def model_for(cfg: Config, v: Variant) -> tuple[str, dict]:
     """The registry name and options of variant ``v`` at the size of ``cfg.model.name``."""
-    family = max((f for f in FAMILIES if cfg.model.name.startswith(f + "_")), key=len)
+    family = family_of(cfg.model.name)
     name = v.family + cfg.model.name[len(family) :]
     options = {k: val for k, val in cfg.model.options.items() if v.family == family or k in SHARED_OPTIONS}
     if v.head is not None:
