@@ -9,6 +9,8 @@ import torch
 
 from xvit.bench import ALIASES, DEFAULT_MODELS
 from xvit.bench.report import ISA_FLAGS, cpu_isa
+from xvit.bench.runner import Pool, Runner
+from xvit.bench.spec import BenchConfig, ModelSpec
 from xvit.bench.stats import control_warnings
 from xvit.cli import main
 from xvit.models.layers import temporal_shift
@@ -16,7 +18,7 @@ from xvit.models.layers import temporal_shift
 TINY = ["--size", "nano", "--patch", "8", "--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0"]
 PHASE_FIELDS = {
     "kind", "batch", "iters", "wall_s", "cpu_s", "mem_bytes", "error", "median_s", "min_s", "max_s",
-    "spread", "cpu_median_s", "videos_per_s", "latency_ms", "peak_mem_mb",
+    "spread", "cpu_median_s", "videos_per_s", "latency_ms", "peak_mem_mb", "faults", "faults_median",
 }  # fmt: skip
 ROW_FIELDS = {"label", "family", "name", "options", "frames", "img_size", "params", "gmacs", "attn", "layout", "phases"}
 
@@ -38,6 +40,7 @@ def test_bench_end_to_end(tmp_path, capsys):
     doc = json.loads(out_json.read_text())
     settings = doc["settings"]
     assert settings["frames"] == [2, 3] and settings["batch_sizes"] == [1, 2] and settings["train_batch_size"] == 2
+    assert settings["settle"] == 1 and settings["warmup"] == 0 and settings["keep_heap"] is True
     assert {"torch", "cpu", "cpu_isa", "memory_method", "date_utc"} <= set(doc["environment"])
     assert isinstance(doc["environment"]["cpu_isa"], list)
     rows = {(r["label"], r["frames"]): r for r in doc["results"]}
@@ -60,6 +63,32 @@ def test_bench_end_to_end(tmp_path, capsys):
         assert set(r["phases"]) == {"infer_b1", "infer_b2", "train_b2"}
         assert all(p["wall"] > 0 and p["cpu_paired_min"] <= p["cpu_paired_max"] for p in r["phases"].values())
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_the_memory_pass_trims_the_heap_the_timed_passes_reuse_it():
+    """The memory pass gives freed heap back (for its peak) and pays for faulting it in again;
+    the other passes keep the heap (a bench worker tells glibc to keep freed memory), so their
+    timed iterations fault far less."""
+    spec, cfg = ModelSpec("vit", "xvit", "vit_micro_patch8_64"), BenchConfig(threads=1, img_size=64)
+    pool = Pool([spec], cfg)
+    try:
+        assert "error" not in pool.call("vit", "load", 4)
+        trimmed = [pool.call("vit", "phase", "train", 2, 1, 0, True) for _ in range(3)]
+        kept = [pool.call("vit", "phase", "train", 2, 1, 0, False) for _ in range(3)]
+    finally:
+        pool.close()
+    assert all(t["mem"] > 0 for t in trimmed) and all(k["mem"] is None for k in kept)
+    faults = [t["faults"] for t in trimmed], [k["faults"] for k in kept]
+    assert max(faults[1]) < 0.2 * min(faults[0]), faults
+
+
+def test_a_phase_runs_its_settle_iterations_before_the_timed_ones():
+    runner = Runner(ModelSpec("vit", "xvit", "vit_nano_patch8_32"), BenchConfig(threads=1, img_size=32))
+    runner.load(2)
+    calls = []
+    runner.model.register_forward_hook(lambda *_: calls.append(1))
+    out = runner.phase("train", 2, 2, 1)
+    assert len(calls) == 3 and out["wall"] > 0 and out["mem"] > 0 and out["faults"] >= 0
 
 
 def test_peers_missing_is_a_clear_message(tmp_path, capsys, monkeypatch):

@@ -123,6 +123,7 @@ def test_bench_mixing_mode_prints_every_figure_with_its_settings(tmp_path, capsy
     assert "1 thread(s), fp32" in text and "ISA: " in text
     assert "saved-for-backward memory (tiny/16, batch 2, 2 frames" in text
     assert "mixing step per tiny/16 block (batch 1, 2 frames" in text
+    assert "floor: one contiguous copy of the same 0.3 MiB" in text  # 2 frames x 197 tokens x 192 floats
     for name in ("xvit/vit infer", "xvit-reference/vit train", "vit#2/vit train_cpu"):
         assert f"  {name} " in text
     doc = json.loads(out_json.read_text())
@@ -130,3 +131,5 @@ def test_bench_mixing_mode_prints_every_figure_with_its_settings(tmp_path, capsy
     mem = doc["memory_bytes"]
     assert mem["xvit"] < mem["xvit-reference"] and doc["ratios"]["memory"]["xvit"] == mem["xvit"] / mem["vit"]
     assert all(len(v["train_cpu"]) == 1 for v in doc["steps_s"].values())
+    assert set(doc["mixing_s"]) == {"reference", "inplace", "copy", "reference_cpu", "inplace_cpu", "copy_cpu"}
+    assert doc["ratios"]["mixing_over_copy"]["paired_min"] > 0

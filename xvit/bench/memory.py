@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import resource
 
 
 def proc_status_kb(key: str) -> int | None:
@@ -18,6 +19,34 @@ def proc_status_kb(key: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def available_fraction() -> float:
+    """``MemAvailable / MemTotal`` from ``/proc/meminfo`` (1.0 where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in f}
+        return info["MemAvailable"] / info["MemTotal"]
+    except (OSError, KeyError, ValueError, IndexError):
+        return 1.0
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far (a first touch of memory the heap got back)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep what is freed: no ``mmap`` for large blocks (each would be unmapped when
+    freed and faulted in again when reallocated) and no automatic trim of the heap's top, so a
+    repeated step reuses the same resident pages. Only ``trim_heap`` returns memory then. False
+    where this is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def trim_heap() -> None:

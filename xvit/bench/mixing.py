@@ -27,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xvit.bench.memory import keep_freed_memory
 from xvit.models import create_model
 from xvit.models.layers import Attention
 
 PHASES = ("infer", "train", "infer_cpu", "train_cpu")
+WIDTHS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12), "large": (1024, 16)}  # size -> (dim, heads)
 
 
 @dataclass(frozen=True)
@@ -102,18 +104,25 @@ def _per_call(fn: Callable[..., object], calls: int, *args: object) -> tuple[flo
 
 def mixing_step_times(cfg: MixingConfig) -> dict[str, list[float]]:
     """Seconds per call of the mixing step of one X-ViT block at ``size`` (paper defaults: K and
-    V, shift_div 4, t_w 1), per repeat, the two versions alternating."""
-    dims = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12), "large": (1024, 16)}
-    dim, heads = dims[cfg.size]
+    V, shift_div 4, t_w 1), per repeat, the versions in rotating order: the reference, in place,
+    and ``copy``, one contiguous copy of as many bytes as the in-place step moves (the shifted
+    half of K and V), the memory-bandwidth floor of any step that copies them once."""
+    dim, heads = WIDTHS[cfg.size]
     n = (224 // cfg.patch) ** 2 + 1
     attn = Attention(dim, heads, mix="kv", shift_div=4)
     qkv = torch.randn(cfg.batch, cfg.frames, n, 3 * dim)
     five = qkv.view(cfg.batch, cfg.frames, n, 3, dim)
-    fns = {"reference": lambda: attn.mix_kv(five), "inplace": lambda: attn.mix_kv_(qkv)}
+    src = torch.randn(cfg.batch, cfg.frames, n, 2 * 2 * attn.fold)  # K and V, two shifted groups each
+    dst = torch.empty_like(src)
+    fns = {
+        "reference": lambda: attn.mix_kv(five),
+        "inplace": lambda: attn.mix_kv_(qkv),
+        "copy": lambda: dst.copy_(src),
+    }
     times: dict[str, list[float]] = {k + c: [] for k in fns for c in ("", "_cpu")}
     with torch.no_grad():
         for r in range(cfg.warmup + cfg.repeats):
-            for name in list(fns)[r % 2 :] + list(fns)[: r % 2]:
+            for name in list(fns)[r % 3 :] + list(fns)[: r % 3]:
                 wall, cpu = _per_call(fns[name], cfg.mix_calls)
                 if r >= cfg.warmup:
                     times[name].append(wall)
@@ -177,7 +186,10 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 def run_mixing(cfg: MixingConfig) -> dict:
-    """All three figures; ``torch`` is limited to ``cfg.threads`` threads for the run."""
+    """All three figures; ``torch`` is limited to ``cfg.threads`` threads for the run, and
+    glibc keeps freed memory resident (as in ``xvit bench``'s workers: no page faults to
+    re-grow the heap inside the timed steps)."""
+    keep_freed_memory()
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -191,6 +203,7 @@ def run_mixing(cfg: MixingConfig) -> dict:
         "memory": {k: memory[k] / memory["vit"] for k in ("xvit", "xvit-reference")},
         "mixing": paired(mixing["inplace"], mixing["reference"]),
         "mixing_cpu": paired(mixing["inplace_cpu"], mixing["reference_cpu"]),
+        "mixing_over_copy": paired(mixing["inplace"], mixing["copy"]),
         "steps": {
             f"{m}/vit {phase}": paired(steps[m][phase], steps["vit"][phase])
             for phase in PHASES
@@ -216,6 +229,8 @@ def format_mixing(doc: dict) -> str:
         f"in place / reference {_fmt(mr)}",
         f"  CPU time:   reference (out of place) {ms['reference_cpu']:.3f} ms, in place {ms['inplace_cpu']:.3f} ms, "
         f"in place / reference {_fmt(r['mixing_cpu'])}",
+        f"  floor: one contiguous copy of the same {src_mib(s):.1f} MiB {ms['copy']:.3f} ms; "
+        f"in place / copy {_fmt(r['mixing_over_copy'])}",
         "",
         f"step time relative to the frame ViT ({s['size']}/{s['patch']}, batch {s['batch']}, {s['frames']} frames, "
         f"{s['repeats']} interleaved repeats; _cpu: process CPU time; vit#2: the frame ViT again, A/A control): "
@@ -229,6 +244,11 @@ def format_mixing(doc: dict) -> str:
         f"training step {statistics.median(vit['train']):.2f} s)"
     )
     return "\n".join(lines)
+
+
+def src_mib(s: dict) -> float:
+    """MiB of the shifted K/V channel groups of one block (what the in-place step copies)."""
+    return s["batch"] * s["frames"] * ((224 // s["patch"]) ** 2 + 1) * WIDTHS[s["size"]][0] * 4 / 2**20
 
 
 def _fmt(p: dict) -> str:

@@ -71,7 +71,8 @@ def settings_lines(cfg: BenchConfig, env: dict, schedule: Schedule) -> list[str]
         f"frames: {' '.join(map(str, schedule.frames))} | resolution: {cfg.img_size} px | size: {cfg.size}/{cfg.patch}"
         f" | infer batch sizes: {infer} | train: {train}",
         f"repeats: {schedule.repeats} (median; spread = (max - min) / median) | warm-up passes: {schedule.warmup}"
-        f" | iterations per repeat: {schedule.iters} | models interleaved, one process each",
+        f" | timed iterations per repeat: {schedule.iters}, each phase after {schedule.settle} untimed"
+        f" | models interleaved, one process each{', freed memory kept' if cfg.keep_heap and cfg.device == 'cpu' else ''}",
         f"torch {env['torch']} | transformers {env['transformers'] or '-'} | python {env['python']}"
         f" | {env['date_utc']} UTC",
         f"GFLOPs: multiply-adds per view | peak memory: {env['memory_method']}",

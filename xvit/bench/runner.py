@@ -21,6 +21,7 @@ import multiprocessing as mp
 import sys
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ from xvit.models.flops import count_params, model_cost
 from xvit.progress import progress_bar
 
 log = logging.getLogger(__name__)
+LOW_MEMORY = 0.2  # below this fraction of RAM available, a CPU worker trims its heap after a phase
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -125,33 +127,51 @@ class Runner:
         hwm = memory.proc_status_kb("VmHWM")
         return None if hwm is None else hwm * 1024 - self.baseline
 
-    def phase(self, kind: str, batch: int, iters: int) -> dict:
+    def phase(self, kind: str, batch: int, iters: int, settle: int = 1, memory_pass: bool = True) -> dict:
         """Run ``iters`` inference forwards (``kind="infer"``) or training steps at ``batch``;
-        seconds per iteration (wall clock and this process's CPU time), peak memory in bytes."""
+        seconds per iteration (wall clock and this process's CPU time), minor page faults per
+        iteration, and with ``memory_pass`` the phase's peak memory in bytes (else None).
+
+        A memory pass first gives freed heap back to the OS, so that the peak is the phase's
+        own; then every page the phase touches faults in again, and on a VM whose free pages go
+        back to the host a fault costs 10x more at some times than at others (a ViT-B training
+        step took 6.1 s or 9.2 s with the same 280,000 faults). So only one pass per phase
+        measures memory (``measure`` makes it the first), the other passes leave the heap as
+        it is, and ``settle`` untimed iterations run before the timed ones."""
         x, y = self.inputs(batch)
-        self._start_memory()
+        if memory_pass:
+            self._start_memory()
+        if kind == "infer":
+            self.model.eval()
+            opt = None
+            run = partial(self._infer, x)
+        else:
+            self.model.train()
+            opt = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+            scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+            run = partial(self._train, x, y, opt=opt, scaler=scaler)
+        run(settle)
         self._sync()
-        t0, c0 = time.perf_counter(), time.process_time()
-        opt = self._infer(x, iters) if kind == "infer" else self._train(x, y, iters)
+        f0, t0, c0 = memory.page_faults(), time.perf_counter(), time.process_time()
+        run(iters)
         self._sync()
         wall, cpu = (time.perf_counter() - t0) / iters, (time.process_time() - c0) / iters
-        mem = self._peak_memory()
-        del opt  # momentum buffers and gradients are freed outside the timed region
+        faults = (memory.page_faults() - f0) / iters
+        mem = self._peak_memory() if memory_pass else None
+        del opt, run  # momentum buffers and gradients are freed outside the timed region
         self.model.zero_grad(set_to_none=True)
-        return {"wall": wall, "cpu": cpu, "mem": mem}
+        if self.device.type == "cpu" and memory.available_fraction() < LOW_MEMORY:
+            memory.trim_heap()  # the kept heaps of all the models would not fit: give this one's back
+        return {"wall": wall, "cpu": cpu, "mem": mem, "faults": faults}
 
     def _infer(self, x: Tensor, iters: int) -> None:
-        self.model.eval()
         with torch.inference_mode(), self._autocast():
             for _ in range(iters):
                 self.step_fn(x)
 
-    def _train(self, x: Tensor, y: Tensor, iters: int) -> torch.optim.Optimizer:
+    def _train(self, x: Tensor, y: Tensor, iters: int, opt: torch.optim.Optimizer, scaler) -> None:
         """Forward, cross-entropy, backward, SGD step (the paper's: momentum 0.9, nesterov). A fresh
         optimizer per phase: its momentum buffers count in this phase's memory, not the next."""
-        self.model.train()
-        opt = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         for _ in range(iters):
             opt.zero_grad(set_to_none=True)
             with self._autocast():
@@ -159,13 +179,14 @@ class Runner:
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-        return opt
 
 
 def worker_main(conn, spec: ModelSpec, cfg: BenchConfig) -> None:
     """Serve ``("load", frames)``, ``("phase", kind, batch, iters)`` and ``("stop",)`` requests;
     errors (out of memory, a failed compile) are answered as ``{"error": ...}``."""
     torch.set_num_threads(cfg.threads)
+    if cfg.keep_heap and cfg.device == "cpu":
+        memory.keep_freed_memory()
     runner = Runner(spec, cfg)
     while True:
         msg = conn.recv()
@@ -249,7 +270,7 @@ def measure(specs: list[ModelSpec], cfg: BenchConfig, schedule: Schedule) -> lis
                         ph = row["phases"][f"{kind}_b{batch}"]
                         bar.set_postfix_str(f"T={frames} {kind} b{batch} {spec.label} ({which})")
                         if not row.get("error") and not ph["error"]:
-                            out = pool.call(spec.label, "phase", kind, batch, schedule.iters)
+                            out = pool.call(spec.label, "phase", kind, batch, schedule.iters, schedule.settle, p == 0)
                             record(ph, out, timed=p >= schedule.warmup, label=f"{spec.label} T={frames}")
                         bar.update()
             results.extend(block.values())

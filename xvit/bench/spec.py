@@ -47,12 +47,15 @@ class BenchConfig:
     classes: int = 400
     vivit_tubelet: int = 1  # temporal tubelet of HF ViViT (1: same tokens as ours; 2: ViViT's default)
     seed: int = 0
+    keep_heap: bool = True  # CPU workers keep freed memory resident (``xvit.bench.memory.keep_freed_memory``)
 
 
 @dataclass
 class Schedule:
     """Which phases run and how often: every frame count, inference at each batch size and one
-    training step size; ``warmup`` untimed passes, then ``repeats`` timed ones of ``iters`` each."""
+    training step size; ``warmup`` untimed passes, then ``repeats`` timed ones of ``iters`` each,
+    every phase preceded by ``settle`` untimed iterations in the same call. The first pass
+    measures peak memory."""
 
     frames: list[int]
     batch_sizes: list[int]
@@ -60,6 +63,7 @@ class Schedule:
     repeats: int = 3
     warmup: int = 1
     iters: int = 1
+    settle: int = 1
     infer: bool = True
     train: bool = True
 
@@ -70,5 +74,5 @@ class Schedule:
 
     def settings(self) -> dict:
         """The schedule's part of the JSON ``settings``."""
-        names = ("frames", "batch_sizes", "train_batch_size", "repeats", "warmup", "iters")
+        names = ("frames", "batch_sizes", "train_batch_size", "repeats", "warmup", "iters", "settle")
         return {k: getattr(self, k) for k in names}

@@ -49,18 +49,25 @@ def control_warnings(ratios: list[dict], first: str, tol: float = AA_TOLERANCE) 
 
 def empty_phase(kind: str, batch: int, iters: int) -> dict:
     """The record of one phase of one (model, frames) row, before any repeat."""
-    return {"kind": kind, "batch": batch, "iters": iters, "wall_s": [], "cpu_s": [], "mem_bytes": [], "error": None}
+    return {
+        "kind": kind, "batch": batch, "iters": iters, "wall_s": [], "cpu_s": [], "mem_bytes": [], "faults": [],
+        "error": None,
+    }  # fmt: skip
 
 
 def record(ph: dict, out: dict, timed: bool, label: str) -> None:
-    """Add a worker's answer to a phase: its times and memory if ``timed``, or its error."""
+    """Add a worker's answer to a phase: its times if ``timed``, its peak memory if it was the
+    memory pass, or its error."""
     if "error" in out:
         ph["error"] = out["error"]
         log.warning("%s %s b%d failed: %s", label, ph["kind"], ph["batch"], out["error"])
-    elif timed:
+        return
+    if out.get("mem") is not None:  # the memory pass (the first), timed or not
+        ph["mem_bytes"].append(out["mem"])
+    if timed:
         ph["wall_s"].append(out["wall"])
         ph["cpu_s"].append(out["cpu"])
-        ph["mem_bytes"].append(out["mem"])
+        ph["faults"].append(out.get("faults"))
 
 
 def summarise(row: dict) -> dict:
@@ -70,6 +77,7 @@ def summarise(row: dict) -> dict:
         ok = bool(walls) and not ph["error"]
         med = statistics.median(walls) if ok else None
         mems = [m for m in ph["mem_bytes"] if m is not None]
+        faults = [f for f in ph.get("faults", []) if f is not None]
         ph.update(
             median_s=med,
             min_s=min(walls) if ok else None,
@@ -79,6 +87,7 @@ def summarise(row: dict) -> dict:
             videos_per_s=ph["batch"] / med if ok else None,
             latency_ms=med * 1e3 if ok else None,
             peak_mem_mb=max(mems) / 2**20 if ok and mems else None,
+            faults_median=statistics.median(faults) if ok and faults else None,  # per timed iteration
         )
     return row
 
