@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from xvit.engine.timing import mark_command_start
 from xvit.errors import UserError
 
 # name -> (module, one-line help)
@@ -53,6 +54,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark_command_start(whole_process=argv is None)  # a command's time counts from its process start
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
