@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("xvit.cli.check_data", "scan a dataset for missing, unreadable or bad entries"),
     "bench-data": ("xvit.cli.bench_data", "measure data-loader clips/s (seek vs full decode, pyav vs torchcodec)"),
     "bench-train": ("xvit.cli.bench_train", "training clips/s: model alone vs data loader vs the real loop"),
+    "bench-predict": ("xvit.cli.bench_predict", "where xvit predict's time goes: imports, load, decoding, model"),
     "reproduce": (
         "xvit.cli.reproduce",
         "the supplement's studies: table1 (speed), table2 (TSM vs X-ViT), fig1 (test views)",
