@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timings",
         action="store_true",
-        help="one line on stderr: the whole command's seconds split into imports, load, decode wait, model, output",
+        help="one line on stderr: the whole command's seconds split into imports, load, decode wait, model, output "
+        "(not with --timeline)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (default none)")
