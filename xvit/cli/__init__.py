@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from xvit.engine.timing import mark_command_start
 from xvit.errors import UserError
 
 # name -> (module, one-line help)
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("xvit.cli.check_data", "scan a dataset for missing, unreadable or bad entries"),
     "bench-data": ("xvit.cli.bench_data", "measure data-loader clips/s (seek vs full decode, pyav vs torchcodec)"),
     "bench-train": ("xvit.cli.bench_train", "training clips/s: model alone vs data loader vs the real loop"),
+    "bench-predict": ("xvit.cli.bench_predict", "where xvit predict's time goes: imports, load, decoding, model"),
     "reproduce": (
         "xvit.cli.reproduce",
         "the supplement's studies: table1 (speed), table2 (TSM vs X-ViT), fig1 (test views)",
@@ -53,6 +55,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark_command_start(whole_process=argv is None)  # a command's time counts from its process start
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)

@@ -11,6 +11,10 @@ it with its ``ClipSpec``. Every file is written atomically (``atomic_write``: te
 the same folder, fsync, rename, fsync of the folder), so a crash never leaves a torn file. A
 training checkpoint (weights + state of one step, one unit) is ``xvit.engine.snapshot``; the
 training state and resume logic live in ``xvit.engine.resume``.
+
+The model code (``xvit.models``, and timm with it: ~0.5 s of imports) is imported by
+``load_checkpoint``, not by this module, so the metadata can be read before it (``xvit predict``
+starts decoding with the clip spec while it is imported).
 """
 
 from __future__ import annotations
@@ -30,8 +34,6 @@ from xvit.data.clip import ClipSpec, parse_views
 from xvit.engine.runtime import unwrap
 from xvit.engine.snapshot import atomic_write
 from xvit.errors import UserError
-from xvit.models import create_model
-from xvit.models.weights import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu", **overrides) -> tuple
     as they are (``assign``): no time goes into a random initialisation that the weights replace
     (~2 s for ViT-B/16 on this machine's CPU), and a strict load leaves no tensor unset.
     """
+    from xvit.models import create_model
+    from xvit.models.weights import load_pretrained
+
     raw = read_raw_meta(path)
     meta = CheckpointMeta.from_dict(raw)
     cfg = meta.model
