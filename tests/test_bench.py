@@ -11,14 +11,14 @@ from xvit.bench import ALIASES, DEFAULT_MODELS
 from xvit.bench.report import ISA_FLAGS, cpu_isa
 from xvit.bench.runner import Pool, Runner
 from xvit.bench.spec import BenchConfig, ModelSpec
-from xvit.bench.stats import control_warnings
+from xvit.bench.stats import control_warnings, trim_warnings
 from xvit.cli import main
 from xvit.models.layers import temporal_shift
 
 TINY = ["--size", "nano", "--patch", "8", "--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0"]
 PHASE_FIELDS = {
     "kind", "batch", "iters", "wall_s", "cpu_s", "mem_bytes", "error", "median_s", "min_s", "max_s",
-    "spread", "cpu_median_s", "videos_per_s", "latency_ms", "peak_mem_mb", "faults", "faults_median",
+    "spread", "cpu_median_s", "videos_per_s", "latency_ms", "peak_mem_mb", "faults", "faults_median", "trimmed",
 }  # fmt: skip
 ROW_FIELDS = {"label", "family", "name", "options", "frames", "img_size", "params", "gmacs", "attn", "layout", "phases"}
 
@@ -129,6 +129,12 @@ def test_aa_control_warns_outside_two_percent():
     ]
     warnings = control_warnings(ratios, "vit")
     assert len(warnings) == 1 and "T=8 train_b4: 0.970, outside 1.00 +- 0.02" in warnings[0]
+
+
+def test_a_worker_that_gave_its_heap_back_is_named():
+    row = {"label": "joint", "frames": 16, "phases": {"infer_b1": {"trimmed": 0}, "train_b1": {"trimmed": 2}}}
+    (line,) = trim_warnings([row, {"label": "vit", "frames": 16, "phases": {"train_b1": {"trimmed": 0}}}])
+    assert line.startswith("joint T=16: RAM ran low") and "after train_b1" in line
 
 
 def test_cpu_isa_reads_the_vector_flags():

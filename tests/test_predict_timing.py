@@ -85,6 +85,20 @@ def test_load_failure_after_decoding_started_is_one_line(files, tmp_path, capsys
     assert threading.active_count() == before
 
 
+def test_as_a_program_predict_exits_at_once_with_its_output_and_code(files):
+    """``python -m xvit predict`` skips the interpreter's teardown (``os._exit``) after flushing:
+    the whole JSON document, the one-line error and exit code 1 still arrive."""
+    ckpt, good, _, missing = files
+    argv = [sys.executable, "-m", "xvit", "predict", str(good[0]), str(missing), "--checkpoint", str(ckpt), "--json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [("error" in r) for r in doc["results"]] == [False, True] and doc["timing"]["start"] == "process"
+    assert proc.stderr.splitlines()[-1].startswith(f"{missing}: ")
+    bad = subprocess.run([*argv[:4], str(good[0]), "--checkpoint", str(ckpt), "--topk", "0"], capture_output=True)
+    assert bad.returncode == 2 and b"--topk 0: must be >= 1" in bad.stderr  # a UserError's exit code too
+
+
 def test_prefetch_starts_at_once_keeps_order_and_raises_in_place():
     started = threading.Event()
 

@@ -71,9 +71,12 @@ def reset_rss_peak() -> bool:
 def memory_method(device: str) -> str:
     """How peak memory is measured on ``device`` here, in words (for the report)."""
     if device == "cuda":
-        return "torch.cuda.max_memory_allocated, reset per phase"
+        return "torch.cuda.max_memory_allocated in the first pass of each phase"
     if proc_status_kb("VmHWM") is None:
         return "unavailable (no /proc/self/status)"
     if reset_rss_peak():
-        return "RSS high-water mark (VmHWM) reset per phase after malloc_trim, minus RSS before the model was built"
+        return (
+            "RSS high-water mark (VmHWM) in the first pass of each phase, reset after malloc_trim, minus RSS "
+            "before the model was built"
+        )
     return "RSS high-water mark (VmHWM) since process start (cannot reset here: an upper bound)"

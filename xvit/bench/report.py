@@ -65,6 +65,7 @@ def settings_lines(cfg: BenchConfig, env: dict, schedule: Schedule) -> list[str]
     on_off = {True: "on", False: "off"}
     infer = " ".join(map(str, schedule.batch_sizes)) if schedule.infer else "off"
     train = f"batch {schedule.train_batch_size}, SGD momentum 0.9 nesterov, cross-entropy" if schedule.train else "off"
+    kept = ", freed memory kept" if cfg.keep_heap and cfg.device == "cpu" else ""
     return [
         f"device: {dev} | dtype: {dtype} | threads: {cfg.threads} | compile: {on_off[cfg.compile]}"
         f" | sdpa: {on_off[cfg.sdpa]}",
@@ -72,7 +73,7 @@ def settings_lines(cfg: BenchConfig, env: dict, schedule: Schedule) -> list[str]
         f" | infer batch sizes: {infer} | train: {train}",
         f"repeats: {schedule.repeats} (median; spread = (max - min) / median) | warm-up passes: {schedule.warmup}"
         f" | timed iterations per repeat: {schedule.iters}, each phase after {schedule.settle} untimed"
-        f" | models interleaved, one process each{', freed memory kept' if cfg.keep_heap and cfg.device == 'cpu' else ''}",
+        f" | models interleaved, one process each{kept}",
         f"torch {env['torch']} | transformers {env['transformers'] or '-'} | python {env['python']}"
         f" | {env['date_utc']} UTC",
         f"GFLOPs: multiply-adds per view | peak memory: {env['memory_method']}",

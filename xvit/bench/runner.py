@@ -160,9 +160,10 @@ class Runner:
         mem = self._peak_memory() if memory_pass else None
         del opt, run  # momentum buffers and gradients are freed outside the timed region
         self.model.zero_grad(set_to_none=True)
-        if self.device.type == "cpu" and memory.available_fraction() < LOW_MEMORY:
-            memory.trim_heap()  # the kept heaps of all the models would not fit: give this one's back
-        return {"wall": wall, "cpu": cpu, "mem": mem, "faults": faults}
+        trimmed = self.device.type == "cpu" and memory.available_fraction() < LOW_MEMORY
+        if trimmed:  # the kept heaps of all the models do not fit: give this one's back (its next phase faults)
+            memory.trim_heap()
+        return {"wall": wall, "cpu": cpu, "mem": mem, "faults": faults, "trimmed": trimmed}
 
     def _infer(self, x: Tensor, iters: int) -> None:
         with torch.inference_mode(), self._autocast():

@@ -47,11 +47,26 @@ def control_warnings(ratios: list[dict], first: str, tol: float = AA_TOLERANCE) 
     return out
 
 
+def trim_warnings(results: list[dict]) -> list[str]:
+    """One line per (model, frames) whose process had to give its heap back after a phase because
+    RAM ran low (all the models' kept heaps did not fit): its next phases re-fault their memory."""
+    out = []
+    for r in results:
+        hit = [key for key, ph in r["phases"].items() if ph.get("trimmed")]
+        if hit:
+            out.append(
+                f"{r['label']} T={r['frames']}: RAM ran low, so its process gave freed memory back after "
+                f"{', '.join(hit)}; its later timed phases include page faults "
+                "(benchmark fewer models or frame counts per run)"
+            )
+    return out
+
+
 def empty_phase(kind: str, batch: int, iters: int) -> dict:
     """The record of one phase of one (model, frames) row, before any repeat."""
     return {
         "kind": kind, "batch": batch, "iters": iters, "wall_s": [], "cpu_s": [], "mem_bytes": [], "faults": [],
-        "error": None,
+        "trimmed": 0, "error": None,
     }  # fmt: skip
 
 
@@ -68,6 +83,7 @@ def record(ph: dict, out: dict, timed: bool, label: str) -> None:
         ph["wall_s"].append(out["wall"])
         ph["cpu_s"].append(out["cpu"])
         ph["faults"].append(out.get("faults"))
+    ph["trimmed"] = ph.get("trimmed", 0) + bool(out.get("trimmed"))  # passes after which the heap was given back
 
 
 def summarise(row: dict) -> dict:

@@ -29,7 +29,7 @@ from xvit.bench.spec import (
     ModelSpec,
     Schedule,
 )
-from xvit.bench.stats import RATIO_PAIRS, compute_ratios, control_label, control_warnings
+from xvit.bench.stats import RATIO_PAIRS, compute_ratios, control_label, control_warnings, trim_warnings
 from xvit.engine.runtime import resolve_device
 from xvit.errors import UserError
 from xvit.models import list_models
@@ -296,6 +296,8 @@ def run(args: argparse.Namespace) -> int:
             print(format_ratios(ratios, keys, "cpu"))
     if args.aa_control:
         print_control(ratios, specs[0].label)
+    for line in trim_warnings(results):
+        print(f"WARNING: {line}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         doc = {"settings": {**asdict(cfg), **schedule.settings()}}
