@@ -133,3 +133,11 @@ def test_bench_mixing_mode_prints_every_figure_with_its_settings(tmp_path, capsy
     assert all(len(v["train_cpu"]) == 1 for v in doc["steps_s"].values())
     assert set(doc["mixing_s"]) == {"reference", "inplace", "copy", "reference_cpu", "inplace_cpu", "copy_cpu"}
     assert doc["ratios"]["mixing_over_copy"]["paired_min"] > 0
+
+
+def test_bench_mixing_warns_when_its_aa_control_is_outside_two_percent():
+    from xvit.bench.mixing import control_warnings
+
+    steps = {"vit#2/vit infer": {"of_medians": 0.979}, "vit#2/vit train": {"of_medians": 1.015}}
+    (line,) = control_warnings(steps)
+    assert line.startswith("A/A control vit#2/vit infer: 0.979, outside 1.00 +- 0.02") and "2.1%" in line
