@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xvit.bench.memory import keep_freed_memory
-from xvit.bench.stats import AA_TOLERANCE
+from xvit.bench.stats import AA_TOLERANCE, aa_warning
 from xvit.models import create_model
 from xvit.models.layers import Attention
 
@@ -251,15 +251,10 @@ def format_mixing(doc: dict) -> str:
 def control_warnings(steps: dict, tol: float = AA_TOLERANCE) -> list[str]:
     """One line per phase whose A/A control (``vit#2/vit``, wall clock, ratio of medians) is
     outside 1 +- ``tol``: step ratios closer to 1 than that are not resolved by the run."""
-    out = []
-    for phase in ("infer", "train"):
-        ratio = steps[f"vit#2/vit {phase}"]["of_medians"]
-        if abs(ratio - 1) > tol:
-            out.append(
-                f"A/A control vit#2/vit {phase}: {ratio:.3f}, outside 1.00 +- {tol:.2f}; step ratios within "
-                f"{100 * abs(ratio - 1):.1f}% of 1 are not resolved by this run"
-            )
-    return out
+    lines = (
+        aa_warning(f"vit#2/vit {phase}", steps[f"vit#2/vit {phase}"]["of_medians"], tol) for phase in ("infer", "train")
+    )
+    return [line for line in lines if line]
 
 
 def src_mib(s: dict) -> float:

@@ -31,20 +31,25 @@ def control_label(label: str) -> str:
     return f"{label}#2"
 
 
+def aa_warning(what: str, ratio: float, tol: float = AA_TOLERANCE) -> str | None:
+    """The warning line for an A/A control ``what`` at ``ratio``, or None inside 1 +- ``tol``."""
+    if abs(ratio - 1) <= tol:
+        return None
+    return (
+        f"A/A control {what}: {ratio:.3f}, outside 1.00 +- {tol:.2f}; differences between models below "
+        f"{100 * abs(ratio - 1):.1f}% are not resolved by this run"
+    )
+
+
 def control_warnings(ratios: list[dict], first: str, tol: float = AA_TOLERANCE) -> list[str]:
     """One line per phase whose A/A ratio (wall clock, ratio of medians) is outside 1 +- ``tol``."""
-    out = []
-    for r in ratios:
-        if (r["a"], r["b"]) != (control_label(first), first):
-            continue
-        for key, p in r["phases"].items():
-            if abs(p["wall"] - 1) > tol:
-                out.append(
-                    f"A/A control {r['a']} / {first} at T={r['frames']} {key}: {p['wall']:.3f}, outside "
-                    f"1.00 +- {tol:.2f}; differences between models below {100 * abs(p['wall'] - 1):.0f}% "
-                    "are not resolved on this machine now"
-                )
-    return out
+    lines = (
+        aa_warning(f"{r['a']} / {first} at T={r['frames']} {key}", p["wall"], tol)
+        for r in ratios
+        if (r["a"], r["b"]) == (control_label(first), first)
+        for key, p in r["phases"].items()
+    )
+    return [line for line in lines if line]
 
 
 def trim_warnings(results: list[dict]) -> list[str]:
@@ -52,7 +57,7 @@ def trim_warnings(results: list[dict]) -> list[str]:
     RAM ran low (all the models' kept heaps did not fit): its next phases re-fault their memory."""
     out = []
     for r in results:
-        hit = [key for key, ph in r["phases"].items() if ph.get("trimmed")]
+        hit = [key for key, ph in r["phases"].items() if ph["trimmed"]]
         if hit:
             out.append(
                 f"{r['label']} T={r['frames']}: RAM ran low, so its process gave freed memory back after "
@@ -82,8 +87,8 @@ def record(ph: dict, out: dict, timed: bool, label: str) -> None:
     if timed:
         ph["wall_s"].append(out["wall"])
         ph["cpu_s"].append(out["cpu"])
-        ph["faults"].append(out.get("faults"))
-    ph["trimmed"] = ph.get("trimmed", 0) + bool(out.get("trimmed"))  # passes after which the heap was given back
+        ph["faults"].append(out["faults"])
+    ph["trimmed"] += out["trimmed"]  # passes after which the heap was given back
 
 
 def summarise(row: dict) -> dict:
@@ -93,7 +98,7 @@ def summarise(row: dict) -> dict:
         ok = bool(walls) and not ph["error"]
         med = statistics.median(walls) if ok else None
         mems = [m for m in ph["mem_bytes"] if m is not None]
-        faults = [f for f in ph.get("faults", []) if f is not None]
+        faults = ph["faults"]
         ph.update(
             median_s=med,
             min_s=min(walls) if ok else None,

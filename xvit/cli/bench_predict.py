@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 from xvit.bench.predict import DEFAULT_MODEL, bench_predict, format_report, write_checkpoint, write_videos
@@ -31,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="xvit-bench-predict-") as tmp:
-        folder = args.out_dir or Path(tmp)
+    keep = nullcontext(args.out_dir) if args.out_dir else tempfile.TemporaryDirectory(prefix="xvit-bench-predict-")
+    with keep as out:
+        folder = Path(out)
         videos = args.videos or write_videos(folder / "videos")
         checkpoint = args.checkpoint or write_checkpoint(
             folder / f"{args.model}.safetensors", args.model, num_classes=args.classes

@@ -179,17 +179,7 @@ def command_timing(args: argparse.Namespace, clock: PhaseClock, videos: int, loo
 
 def timings_line(t: dict) -> str:
     """``--timings``: the whole command's seconds and their split, on one line."""
-    parts = " + ".join(
-        f"{label} {t[key]:.2f}"
-        for label, key in (
-            ("imports", "imports_seconds"),
-            ("load", "load_seconds"),
-            ("decode wait", "decode_wait_seconds"),
-            ("model", "model_seconds"),
-            ("output", "output_seconds"),
-            ("other", "other_seconds"),
-        )
-    )
+    parts = " + ".join(f"{name.replace('_', ' ')} {t[f'{name}_seconds']:.2f}" for name in (*PHASES, "other"))
     return (
         f"timings: command {t['command_seconds']:.2f} s = {parts}; model / command {t['model_fraction']:.3f} "
         f"({t['videos']} videos, {t['threads']} threads, {t['runtime']}, start from {t['start']})"
