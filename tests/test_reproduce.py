@@ -14,6 +14,7 @@ from torch import nn
 import xvit
 from xvit.cli import main
 from xvit.data.clip import ClipSpec
+from xvit.engine.checkpoint import save_model
 from xvit.studies.common import Unit, compare, eta, mean_std, pm
 
 
@@ -28,11 +29,14 @@ def tiny(cache: Path) -> list[str]:
     ]  # fmt: skip
 
 
+SCRATCH = ["--regimes", "scratch", "--lrs", "1e-3"]  # one regime, one rate: no sweep
+
+
 @pytest.fixture(scope="module")
 def table2(tmp_path_factory):
     root = tmp_path_factory.mktemp("table2")
     out = root / "study"
-    assert main(["reproduce", "table2", "--seeds", "2", "--out", str(out), *tiny(root)]) == 0
+    assert main(["reproduce", "table2", *SCRATCH, "--seeds", "2", "--out", str(out), *tiny(root)]) == 0
     return root, out
 
 
@@ -41,17 +45,20 @@ def test_table2_writes_every_run_the_table_and_the_verdict(table2):
     res = json.loads((out / "results.json").read_text())
     assert {p.name for p in out.iterdir()} >= {"results.json", "results.md", "table2.png", "study.json", "runs"}
     assert len(res["runs"]) == 10 and {r["seed"] for r in res["runs"]} == {0, 1}
-    models = [r["model"] for r in res["rows"]]
+    assert list(res["regimes"]) == ["scratch"] and res["regimes"]["scratch"]["model_pretrained"] is None
+    rows = res["regimes"]["scratch"]["rows"]
+    models = [r["model"] for r in rows]
     assert models == [
         "xvit_nano_patch8_32", "xvit_nano_patch8_32", "tsm_vit_nano_patch8_32", "tsm_vit_nano_patch8_32",
         "vit_nano_patch8_32",
     ]  # fmt: skip
-    heads = [r["describe"]["head"] for r in res["rows"]]
+    heads = [r["describe"]["head"] for r in rows]
     assert heads[0].startswith("temporal attention") and heads[1] == "temporal average pooling"
     assert heads[2].startswith("temporal attention") and heads[3] == heads[4] == "temporal average pooling"
-    for row in res["rows"]:
-        assert row["top1"]["n"] == 2 and row["top1"]["std"] is not None
-    assert [c["metric"] for c in res["ordering"]] == ["top1", "pair_order_acc"] * 2
+    for row in rows:
+        assert row["top1"]["n"] == 2 and row["top1"]["std"] is not None and row["train_acc"]["n"] == 2
+        assert row["lr"] == 1e-3 and [s["lr"] for s in row["sweep"]] == [1e-3]
+    assert [c["metric"] for c in res["regimes"]["scratch"]["ordering"]] == ["top1", "pair_order_acc"] * 2
     md = (out / "results.md").read_text()
     for figure in ("63.4", "61.6", "60.8"):
         assert figure in md
@@ -63,35 +70,66 @@ def test_table2_rerun_reads_its_records_and_more_seeds_add_runs(table2, capsys):
     root, out = table2
     before = json.loads((out / "results.json").read_text())
     capsys.readouterr()
-    assert main(["reproduce", "table2", "--seeds", "2", "--out", str(out), *tiny(root)]) == 0
-    assert "10 of 10 units already done" in capsys.readouterr().err
+    assert main(["reproduce", "table2", *SCRATCH, "--seeds", "2", "--out", str(out), *tiny(root)]) == 0
+    err = capsys.readouterr().err
+    assert "5 of 5 units already done" in err and "[table2 seeds] 5 of 5 units already done" in err
     after = json.loads((out / "results.json").read_text())
-    assert after["rows"] == before["rows"]
+    assert after["regimes"] == before["regimes"]
 
 
 def test_table2_refuses_a_directory_with_other_settings(table2, capsys):
     root, out = table2
-    assert main(["reproduce", "table2", "--seeds", "1", "--out", str(out), *tiny(root), "optim.lr=0.5"]) == 2
+    assert (
+        main(["reproduce", "table2", *SCRATCH, "--seeds", "1", "--out", str(out), *tiny(root), "train.epochs=2"]) == 2
+    )
     assert "holds a table2 study with other settings" in capsys.readouterr().err
 
 
 def test_a_killed_study_continues_from_its_finished_runs(table2, tmp_path, capsys):
     root, _ = table2
     out = tmp_path / "study"
-    args = ["reproduce", "table2", "--seeds", "1", "--out", str(out), *tiny(root)]
+    args = ["reproduce", "table2", *SCRATCH, "--seeds", "1", "--out", str(out), *tiny(root)]
     assert main(args) == 0
-    (out / "records" / "tsm_pool_s0.json").unlink()  # as if killed during that run
-    (out / "runs" / "tsm_pool_s0" / "results.json").unlink()
+    (out / "records" / "scratch_tsm_pool_lr0.001_s0.json").unlink()  # as if killed during that run
+    (out / "runs" / "scratch_tsm_pool_lr0.001_s0" / "results.json").unlink()
     capsys.readouterr()
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "4 of 5 units already done" in err and "4/5: TSM-ViT + temporal pooling" in err
+    assert "4 of 5 units already done" in err and "4/5: scratch: TSM-ViT + temporal pooling" in err
     assert json.loads((out / "results.json").read_text())["runs"][3]["variant"] == "tsm_pool"
+
+
+def test_table2_sweeps_each_model_and_runs_the_pretrained_regime(table2, tmp_path):
+    root, _ = table2
+    torch.manual_seed(0)
+    save_model(tmp_path / "img.safetensors", xvit.create_model("vit_nano_patch8_32", num_frames=1, num_classes=14))
+    out = tmp_path / "both"
+    args = ["reproduce", "table2", "--lrs", "1e-3", "3e-3", "--variants", "xvit_ta", "tsm_pool", "--seeds", "2"]
+    assert main([*args, "--pretrained", str(tmp_path / "img.safetensors"), "--out", str(out), *tiny(root)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["regimes"]) == ["scratch", "pretrained"] and len(res["runs"]) == 2 * 2 * 2 + 2 * 2
+    for regime in res["regimes"].values():
+        for row in regime["rows"]:
+            sweep = {s["lr"]: s["top1"] for s in row["sweep"]}
+            assert set(sweep) == {1e-3, 3e-3} and sweep[row["lr"]] == max(sweep.values())  # its own best rate
+            runs = [r for r in res["runs"] if r["regime"] == regime["regime"] and r["variant"] == row["variant"]]
+            assert sorted(r["seed"] for r in runs if r["lr"] == row["lr"]) == [0, 1]
+    pre = [r for r in res["runs"] if r["regime"] == "pretrained"]
+    assert all(r["pretrained"] == str(tmp_path / "img.safetensors") for r in pre)
+    assert all(r["pretrained"] is None for r in res["runs"] if r["regime"] == "scratch")
+    assert {g["variant"] for g in res["pretrained_gain"]} == {"xvit_ta", "tsm_pool"}
+    md = (out / "results.md").read_text()
+    assert "## From scratch" in md and "## Fine-tuned from an image ViT" in md and "Learning-rate sweep" in md
+
+
+def test_table2_pretrained_regime_needs_an_image_vit_of_the_size(tmp_path, capsys):
+    assert main(["reproduce", "table2", "--seeds", "1", "--out", str(tmp_path / "x"), *tiny(tmp_path)]) == 2
+    assert "needs an image ViT of xvit_nano_patch8_32's size" in capsys.readouterr().err
 
 
 def test_fig1_evaluates_given_checkpoints_at_every_view_count(table2):
     root, t2 = table2
-    ckpt = t2 / "runs" / "xvit_ta_s0" / "checkpoints" / "best.safetensors"
+    ckpt = t2 / "runs" / "scratch_xvit_ta_lr0.001_s0" / "checkpoints" / "best.safetensors"
     out = root / "fig1"
     args = ["reproduce", "fig1", "--checkpoint", str(ckpt), "--max-clips", "2", "--out", str(out), *tiny(root)]
     assert main(args) == 0
@@ -177,3 +215,45 @@ def test_the_eta_counts_each_kind_of_unit_at_its_own_pace():
     assert eta(units, {}) is None
     assert eta(units, {"train": [100.0, 110.0]}) == 3 * 105.0  # no eval finished yet: the overall mean
     assert eta(units, {"train": [100.0], "eval": [2.0, 4.0]}) == 100.0 + 2 * 3.0
+
+
+def test_gap_runs_ablations_and_curves_and_says_when_xvit_catches_up(table2, tmp_path):
+    root, _ = table2
+    out = tmp_path / "gap"
+    args = [
+        "reproduce", "gap", "--ablations", "xvit", "no_temb", "tsm", "--curves", "xvit", "tsm", "--curve-epochs", "2",
+        "--curve-every", "1", "--curve-lr", "tsm=3e-3", "--seeds", "2", "--lr", "1e-3",
+    ]  # fmt: skip
+    assert main([*args, "--out", str(out), *tiny(root)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["key"] for r in res["ablations"]] == ["xvit", "no_temb", "tsm"] and res["regime"] == "scratch"
+    assert all(r["top1"]["n"] == 2 for r in res["ablations"]) and res["ablations"][0]["vs_xvit"] is None
+    assert set(res["ablations"][1]["vs_xvit"]) == {"top1", "pair_order_acc", "train_acc"}
+    no_temb = next(r for r in res["runs"] if r["key"] == "no_temb")
+    assert no_temb["options"] == {"temporal_embed": False} and no_temb["describe"]["temporal_embed"] == "no"
+    xv, tsm = res["curves"]
+    assert (xv["lr"], tsm["lr"]) == (1e-3, 3e-3) and [p["epoch"] for p in xv["points"]] == [1, 2]
+    assert all(p["top1"]["n"] == 2 and p["train_acc"]["mean"] is not None for p in xv["points"])
+    assert res["catch_up"] is not None and (out / "gap.png").stat().st_size > 0
+    assert "## Learning curve: X-ViT" in (out / "results.md").read_text()
+
+
+def test_main_study_runs_the_job_per_seed_and_checks_the_targets(table2, tmp_path):
+    root, _ = table2
+    out = tmp_path / "main"
+    assert (
+        main(["reproduce", "main", "--seeds", "2", "--out", str(out), *tiny(root), "compare=[vit_nano_patch8_32]"]) == 0
+    )
+    res = json.loads((out / "results.json").read_text())
+    assert res["seeds"] == [0, 1] and [m["model"] for m in res["models"]] == [
+        "xvit_nano_patch8_32",
+        "vit_nano_patch8_32",
+    ]
+    xv = res["models"][0]
+    assert xv["top1"]["n"] == 2 and len(xv["pairs"]) == 5 and all(len(p["seeds"]) == 2 for p in xv["pairs"])
+    assert [s["top1"] for s in xv["per_seed"]] == [
+        json.loads((out / "runs" / f"seed_{s}" / "summary.json").read_text())[0]["top1"] for s in (0, 1)
+    ]
+    t = res["targets"]
+    assert t["of"] == 2 and 0 <= t["met_by"] <= 2 and {"pair_mean", "pair_min", "top1_margin"} <= set(t["per_seed"][0])
+    assert "met by" in (out / "results.md").read_text()

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from xvit.engine.config import Config, load_config
 from xvit.errors import UserError
-from xvit.studies import fig1, table1, table2
+from xvit.studies import fig1, gap, mainjob, table1, table2
 
 STUDIES = {
     "table1": "inference videos/s at each model's published test setting, and the ratios to X-ViT",
     "table2": "TSM-ViT vs X-ViT, temporal pooling vs temporal attention, mean ± std over seeds",
     "fig1": "top-1 against 1..5 temporal clips x 3 crops for a trained X-ViT, with time per video",
+    "main": "the main job (xvit train) over seeds: mean ± std per model and pair, the targets checked per seed",
+    "gap": "why X-ViT trails TSM-ViT from scratch: ablations of X-ViT's parts and learning curves, over seeds",
 }
 
 
@@ -33,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="table2/fig1: recipe and data of the training runs (shipped name or YAML path); "
         "default: the built-in benchmark at the study's CPU budget",
     )
-    p.add_argument("--seeds", type=int, default=3, help="table2/fig1: seeds 0..N-1 per model (default 3)")
+    p.add_argument("--seeds", type=int, default=3, help="table2/fig1/main/gap: seeds 0..N-1 per model (default 3)")
     p.add_argument("--out", type=Path, default=None, help="study directory (default runs/reproduce/STUDY)")
     p.add_argument(
         "--checkpoint",
@@ -41,6 +43,61 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CKPT",
         help="fig1: evaluate these trained checkpoints (one per seed) instead of training",
+    )
+    p.add_argument(
+        "--regimes",
+        nargs="+",
+        choices=list(table2.REGIMES),
+        default=None,
+        help="table2: from scratch and/or fine-tuned from an image ViT (default: both)",
+    )
+    p.add_argument(
+        "--lrs",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="LR",
+        help="table2: learning rates swept per model with seed 0 (default: "
+        + "; ".join(f"{r} {' '.join(f'{x:g}' for x in v)}" for r, v in table2.DEFAULT_LRS.items())
+        + ")",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=[v.key for v in table2.VARIANTS],
+        default=None,
+        help="table2: models to run (default: all five)",
+    )
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="CKPT",
+        help="table2: the image ViT of the pretrained regime (default: model.pretrained of the config, else the "
+        f"shipped {table2.SHIPPED_IMAGE_VIT} for the built-in benchmark at micro size)",
+    )
+    p.add_argument(
+        "--ablations",
+        nargs="*",
+        choices=[a.key for a in gap.ABLATIONS],
+        default=None,
+        help="gap: ablations to run (default: all; none with an empty list)",
+    )
+    p.add_argument("--lr", type=float, default=None, help="gap: the ablations' learning rate (default: optim.lr)")
+    p.add_argument(
+        "--curves",
+        nargs="*",
+        choices=[c.key for c in gap.CURVES],
+        default=None,
+        help="gap: models trained over the longer budget with a val pass every --curve-every epochs (default: all)",
+    )
+    p.add_argument("--curve-epochs", type=int, default=24, help="gap: epochs of a curve (default 24)")
+    p.add_argument("--curve-every", type=int, default=2, help="gap: epochs between a curve's val passes (default 2)")
+    p.add_argument(
+        "--curve-lr",
+        nargs="*",
+        default=[],
+        metavar="KEY=LR",
+        help="gap: a curve's own learning rate, e.g. xvit=3e-4 tsm=1e-3 (default: --lr)",
     )
     p.add_argument("--max-clips", type=int, default=5, help="fig1: temporal clips 1..N (default 5)")
     rows = " ".join(r.key for r in table1.ROWS)
@@ -85,6 +142,19 @@ def _train_settings(args: argparse.Namespace, defaults: list[str]) -> tuple[Conf
     return cfg, {"recipe": recipe, "data": _describe_data(cfg), "config": cfg.to_dict()}
 
 
+def _curve_lrs(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in {c.key for c in gap.CURVES} or not value:
+            raise UserError(f"--curve-lr {item!r}: give KEY=LR with KEY one of {[c.key for c in gap.CURVES]}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise UserError(f"--curve-lr {item!r}: {value!r} is not a number") from None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if args.overrides and args.study == "table1":
         raise UserError(f"table1 takes no config overrides (got {' '.join(args.overrides)}); see --help for its flags")
@@ -105,7 +175,26 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.study == "table2":
         cfg, settings = _train_settings(args, table2.DEFAULTS)
-        res = table2.run_table2(cfg, args.seeds, out, command, settings)
+        regimes = args.regimes or list(table2.REGIMES)
+        pretrained = table2.pretrained_for(cfg, args.pretrained) if "pretrained" in regimes else None
+        plan = table2.make_plan(regimes, args.lrs, args.seeds, args.variants, pretrained)
+        res = table2.run_table2(cfg, plan, out, command, settings)
+    elif args.study == "main":
+        cfg, settings = _train_settings(args, [])
+        res = mainjob.run_mainjob(cfg, args.seeds, out, command, settings)
+    elif args.study == "gap":
+        cfg, settings = _train_settings(args, gap.DEFAULTS)
+        plan = gap.make_plan(
+            args.ablations,
+            args.seeds,
+            args.lr or cfg.optim.lr,
+            args.curves,
+            args.curve_epochs,
+            args.curve_every,
+            _curve_lrs(args.curve_lr),
+            args.pretrained,
+        )
+        res = gap.run_gap(cfg, plan, out, command, settings)
     else:
         cfg, settings = _train_settings(args, fig1.DEFAULTS)
         settings.update(fig1.checkpoint_settings(args.checkpoint), max_clips=args.max_clips)

@@ -17,15 +17,15 @@ from torch.utils.data import Dataset
 
 from xvit.data.cache import build_frame_cache
 from xvit.data.datasets import build_dataset
-from xvit.data.synthetic import FLIP_LABEL_MAP, REVERSED_PAIRS, ensure_synthetic
+from xvit.data.synthetic import FLIP_LABEL_MAP, REVERSED_PAIRS, ensure_synthetic, task_of
 from xvit.data.video import check_decoder
 from xvit.engine import distributed as xdist
-from xvit.engine.checkpoint import read_meta
 from xvit.engine.config import Config
 from xvit.engine.resume import check_resume, find_resume
 from xvit.engine.runtime import available_cores, resolve_dtype
 from xvit.errors import UserError
 from xvit.models import create_model
+from xvit.models.weights import resolve_weights
 
 log = logging.getLogger("xvit.train")
 
@@ -157,14 +157,15 @@ def resolve_data(cfg: Config, dist: xdist.DistInfo) -> dict:
         xdist.barrier(wait=True)
         if dist.rank != 0:
             root = ensure_synthetic(cache, progress=False, **d.synthetic)
+        temporal = task_of(d.synthetic) == "temporal"  # the still pictures have no pairs, no flip-swapped labels
         return {
             "format": "list",
             "root": str(root),
             "train_annotations": str(root / "train.txt"),
             "val_annotations": str(root / "val.txt"),
             "class_names": str(root / "classes.txt"),
-            "flip_label_map": d.flip_label_map or dict(FLIP_LABEL_MAP),
-            "reversed_pairs": [list(p) for p in REVERSED_PAIRS],
+            "flip_label_map": d.flip_label_map or (dict(FLIP_LABEL_MAP) if temporal else None),
+            "reversed_pairs": [list(p) for p in REVERSED_PAIRS] if temporal else [],
         }
     if d.root is None:
         raise UserError(f"data.root is not set; set data.root to the folder holding the {d.format} videos")
@@ -258,7 +259,7 @@ def check_labels(cfg: Config, data: dict, train_set: Dataset, val_set: Dataset |
 def build_model(cfg: Config, num_classes: int, pretrained: str | None) -> nn.Module:
     """``create_model`` with the config's options; pretrained weights checked against data and config."""
     if pretrained is not None:
-        check_pretrained(pretrained, cfg, num_classes)
+        check_pretrained(pretrained)
     options = {"drop_rate": cfg.model.drop_rate, "drop_path_rate": cfg.model.drop_path_rate, **cfg.model.options}
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and whatever ran before
     try:
@@ -277,39 +278,14 @@ def build_model(cfg: Config, num_classes: int, pretrained: str | None) -> nn.Mod
         ) from None
 
 
-def check_pretrained(path: str, cfg: Config, num_classes: int) -> None:
-    """An xvit checkpoint as ``pretrained`` must match the data's classes and the config's frames.
-
-    (timm ImageNet ViT weights have no xvit metadata: their head is replaced, frames do not apply.)
-    """
-    file = Path(path).expanduser()
-    if not file.is_file():
+def check_pretrained(path: str) -> None:
+    """``model.pretrained`` must exist. What it holds decides how it loads
+    (``xvit.models.weights.load_pretrained``): an xvit checkpoint of the same model and task whole,
+    one of another model or task (an image ViT, another family, other classes) by its backbone."""
+    if not resolve_weights(path).is_file():
         raise UserError(
-            f"model.pretrained={path} does not exist; download the timm ViT checkpoint "
-            "(e.g. vit_base_patch16_224.augreg_in21k) and set model.pretrained to its path"
-        )
-    if file.suffix != ".safetensors":
-        return
-    try:
-        meta = read_meta(file)
-    except UserError:
-        return  # a plain safetensors state dict (timm format)
-    m = meta.model
-    if m.get("name") not in (None, cfg.model.name):
-        raise UserError(
-            f"model.pretrained={path} is a checkpoint of {m['name']}, not of model.name={cfg.model.name}; "
-            f"set model.name={m['name']} to fine-tune it, or initialise {cfg.model.name} from an image (timm) "
-            "ViT checkpoint"
-        )
-    if m.get("num_classes") not in (None, num_classes):
-        raise UserError(
-            f"model.pretrained={path} predicts {m['num_classes']} classes but the data has {num_classes}; "
-            f"train on data with {m['num_classes']} classes, or use an image (timm) checkpoint to start anew"
-        )
-    if m.get("num_frames") not in (None, cfg.data.num_frames):
-        raise UserError(
-            f"model.pretrained={path} was trained with {m['num_frames']} frames but data.num_frames="
-            f"{cfg.data.num_frames}; set data.num_frames={m['num_frames']}"
+            f"model.pretrained={path} does not exist; set it to an xvit checkpoint (e.g. the image ViT of "
+            "`xvit train --config synthetic_images`) or a timm ViT state dict (e.g. vit_base_patch16_224.augreg_in21k)"
         )
 
 

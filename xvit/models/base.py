@@ -115,6 +115,10 @@ class VideoModel(nn.Module):
     def forward_head(self, features: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def get_classifier(self) -> nn.Module:
+        """The head's final classifier (timm's interface; never taken from another task's weights)."""
+        return self.head.get_classifier()
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final classifier with a fresh one for ``num_classes`` (0: features only)."""
         self.num_classes = num_classes

@@ -326,6 +326,10 @@ class TemporalAttentionHead(nn.Module):
     def reset(self, num_classes: int) -> None:
         self.mlp_head[4] = nn.Linear(self.mlp_head[1].out_features, num_classes) if num_classes > 0 else nn.Identity()
 
+    def get_classifier(self) -> nn.Module:
+        """The final ``Linear(D, num_classes)``."""
+        return self.mlp_head[4]
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """Signal-preserving init, applied after the generic trunc-normal(0.02) one (init only:
@@ -381,6 +385,10 @@ class LinearHead(nn.Module):
 
     def reset(self, num_classes: int) -> None:
         self.fc = nn.Linear(self.dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        """The final ``Linear(D, num_classes)``."""
+        return self.fc
 
     def forward(self, cls: Tensor) -> Tensor:
         """(B, D) -> (B, num_classes)."""

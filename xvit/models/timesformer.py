@@ -87,6 +87,19 @@ class TimeSformer(VideoModel):
     def zero_init_params(self) -> set[str]:
         return {"time_embed"} | {n for n, _ in self.named_parameters() if ".temporal_fc." in n}
 
+    def adapt_image_weights(self, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+        """Image-ViT weights as TimeSformer starts from them (its official code's ImageNet init):
+        each block's temporal attention and its norm are copies of the block's spatial attention
+        and ``norm1``; ``temporal_fc`` stays zero, so every block starts as the image ViT's."""
+        out, blocks = dict(state), set()
+        for name, value in state.items():
+            for src, dst in ((".attn.", ".temporal_attn."), (".norm1.", ".temporal_norm1.")):
+                if name.startswith("blocks.") and src in name and name.replace(src, dst, 1) not in state:
+                    out[name.replace(src, dst, 1)] = value
+                    blocks.add(name.split(".")[1])
+        note = f"temporal_attn, temporal_norm1 of {len(blocks)} blocks from attn, norm1 (TimeSformer's init)"
+        return out, note if blocks else ""
+
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, T, H, W) -> (B, 1 + T*N, D) after the final norm (CLS, then frame-major patches)."""
         B, C, T, H, W = x.shape

@@ -39,9 +39,14 @@ written as H.264 (libx264, yuv420p) through PyAV, ``videos/<class>/<index:05d>.m
 ``classes.txt`` (line index = label) and ``meta.json`` (parameters and counts, written last: a
 dataset is complete when its ``meta.json`` is).
 
-Modules: ``scenes`` (the classes and :func:`render_video`), ``writer`` (mp4 encoding,
-:func:`generate_synthetic`, the cache of :func:`ensure_synthetic`); ``xvit make-synthetic`` is
-``xvit.cli.make_synthetic``.
+**The still-image task** (``task: images``, :mod:`~xvit.data.synthetic.stills`): 14 classes of
+single pictures (7 object shapes x plain or striped), no motion, written as PNG
+(``images/<class>/<index:05d>.png``, same lists and meta): the image-pretraining stand-in for
+fine-tuning video models from an image ViT, as the paper does from ImageNet-21k.
+
+Modules: ``scenes`` (the classes and :func:`render_video`), ``stills`` (the pictures and
+:func:`render_image`), ``writer`` (mp4/PNG writing, :func:`generate_synthetic`, the cache of
+:func:`ensure_synthetic`); ``xvit make-synthetic`` is ``xvit.cli.make_synthetic``.
 """
 
 from xvit.data.synthetic.scenes import (
@@ -53,13 +58,17 @@ from xvit.data.synthetic.scenes import (
     class_descriptions,
     render_video,
 )
+from xvit.data.synthetic.stills import STILL_CLASS_NAMES, render_image
 from xvit.data.synthetic.writer import (
     DEFAULTS,
     GENERATOR_VERSION,
+    IMAGE_DEFAULTS,
+    TASKS,
     SyntheticInfo,
     cache_key,
     ensure_synthetic,
     generate_synthetic,
+    task_of,
 )
 
 __all__ = [
@@ -68,12 +77,17 @@ __all__ = [
     "DEFAULTS",
     "FLIP_LABEL_MAP",
     "GENERATOR_VERSION",
+    "IMAGE_DEFAULTS",
     "REVERSED_PAIRS",
+    "STILL_CLASS_NAMES",
+    "TASKS",
     "SyntheticClass",
     "SyntheticInfo",
     "cache_key",
     "class_descriptions",
     "ensure_synthetic",
     "generate_synthetic",
+    "render_image",
     "render_video",
+    "task_of",
 ]

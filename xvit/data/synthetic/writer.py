@@ -1,10 +1,12 @@
-"""Writing the synthetic benchmark: H.264 mp4s, list files and ``meta.json``; the dataset cache.
+"""Writing the synthetic benchmark: H.264 mp4s (or PNGs), list files and ``meta.json``; the dataset cache.
 
-:func:`generate_synthetic` renders every video (:func:`~xvit.data.synthetic.scenes.render_video`)
-in a process pool and encodes it with PyAV (libx264, yuv420p, BT.601, bit-exact from run to
-run); :func:`ensure_synthetic` keeps one finished dataset per parameter set under a cache folder
-(``synthetic-<hash>``, see :func:`cache_key`), generating it only when it is missing or damaged.
-The layout is described in :mod:`xvit.data.synthetic`.
+Two tasks share the layout and the cache. ``task: temporal`` (the default) renders every video
+(:func:`~xvit.data.synthetic.scenes.render_video`) and encodes it with PyAV (libx264, yuv420p,
+BT.601, bit-exact from run to run); ``task: images`` renders the still pictures of
+:mod:`~xvit.data.synthetic.stills` and writes them as PNG (lossless). :func:`generate_synthetic`
+runs the items in a process pool; :func:`ensure_synthetic` keeps one finished dataset per
+parameter set under a cache folder (``synthetic-<hash>``, see :func:`cache_key`), generating it
+only when it is missing or damaged. The layout is described in :mod:`xvit.data.synthetic`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from xvit.data.synthetic.scenes import (
     CLASS_NAMES,
@@ -30,10 +33,20 @@ from xvit.data.synthetic.scenes import (
     FLIP_LABEL_MAP,
     render_video,
 )
+from xvit.data.synthetic.stills import STILL_CLASS_NAMES, render_image
 from xvit.errors import UserError
 from xvit.progress import progress_bar
 
-__all__ = ["DEFAULTS", "GENERATOR_VERSION", "SyntheticInfo", "cache_key", "ensure_synthetic", "generate_synthetic"]
+__all__ = [
+    "DEFAULTS",
+    "GENERATOR_VERSION",
+    "IMAGE_DEFAULTS",
+    "TASKS",
+    "SyntheticInfo",
+    "cache_key",
+    "ensure_synthetic",
+    "generate_synthetic",
+]
 
 # Bump when the drawing or encoding changes: cached datasets keyed by the old version are rebuilt.
 GENERATOR_VERSION = 3
@@ -47,6 +60,15 @@ DEFAULTS: dict[str, int | float] = {
     "fps": 12,
     "val_fraction": 0.2,
 }
+# ``task: images``: still pictures (xvit.data.synthetic.stills), the image-pretraining stand-in.
+IMAGE_DEFAULTS: dict[str, int | float | str] = {
+    "task": "images",
+    "seed": 0,
+    "images_per_class": 1000,  # 14 classes -> 14,000 pictures, 11,200 train / 2,800 val
+    "size": 32,  # square pictures, pixels
+    "val_fraction": 0.2,
+}
+TASKS = ("temporal", "images")
 _CRF = 20  # x264 quality; object/background contrast survives it with a wide margin
 
 
@@ -91,8 +113,13 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
         container.mux(stream.encode(None))  # flush delayed frames
 
 
-def _make_video(job: tuple[str, int, int, int, int, int, int]) -> None:
-    """Worker: render and write one video. ``job`` = (path, label, index, seed, frames, size, fps)."""
+def _make_item(job: tuple) -> None:
+    """Worker: render and write one video, ``(path, label, index, seed, frames, size, fps)``, or
+    one picture, ``(path, label, index, seed, size)``."""
+    if len(job) == 5:
+        path, label, index, seed, size = job
+        Image.fromarray(render_image(label, index, seed=seed, size=size)).save(path, compress_level=1)
+        return
     path, label, index, seed, num_frames, size, fps = job
     frames = render_video(label, index, seed=seed, num_frames=num_frames, size=size)
     _write_mp4(Path(path), frames, fps)
@@ -106,17 +133,17 @@ def _default_workers() -> int:
 
 
 def _run_jobs(jobs: list[tuple], workers: int, progress: bool) -> None:
-    """Run ``_make_video`` over ``jobs`` in this process (workers <= 1) or a process pool."""
+    """Run ``_make_item`` over ``jobs`` in this process (workers <= 1) or a process pool."""
     if workers <= 1 or len(jobs) < 2:
         with progress_bar(total=len(jobs), desc="synthetic", unit="video", disable=not progress) as bar:
             for job in jobs:
-                _make_video(job)
+                _make_item(job)
                 bar.update()
         return
     # fork where available: workers need only numpy and av, and spawning would re-import torch.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
-        results = pool.map(_make_video, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+        results = pool.map(_make_item, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
         with progress_bar(total=len(jobs), desc="synthetic", unit="video", disable=not progress) as bar:
             for _ in results:
                 bar.update()
@@ -130,7 +157,7 @@ class SyntheticInfo:
     classes: tuple[str, ...]
     num_train: int
     num_val: int
-    params: dict  # seed, videos_per_class, num_frames, size, fps, val_fraction
+    params: dict  # the normalised parameters (DEFAULTS' keys, or IMAGE_DEFAULTS' for task images)
     seconds: float  # wall-clock generation time
     flip_label_map: dict[int, int] = field(default_factory=lambda: dict(FLIP_LABEL_MAP))
 
@@ -151,22 +178,43 @@ class SyntheticInfo:
         return self.num_train + self.num_val
 
 
+def task_of(params: dict) -> str:
+    """``"temporal"`` or ``"images"``: which dataset the parameters describe (UserError otherwise)."""
+    task = params.get("task", "temporal")
+    if task not in TASKS:
+        raise UserError(f"synthetic task {task!r} is not one of {list(TASKS)}")
+    return task
+
+
 def _check_params(params: dict) -> dict:
-    """Validate and normalise the generation parameters (keys of DEFAULTS); UserError on bad values."""
-    unknown = sorted(set(params) - set(DEFAULTS))
+    """Validate and normalise the generation parameters (keys of DEFAULTS, or IMAGE_DEFAULTS for
+    ``task: images``); UserError on bad values. The temporal task's dict has no ``task`` key, so
+    its cache key is what it was before the image task existed."""
+    task = task_of(params)
+    defaults = IMAGE_DEFAULTS if task == "images" else {**DEFAULTS, "task": "temporal"}
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise UserError(f"unknown synthetic dataset parameter(s) {unknown}: use {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
-    out = {k: int(p[k]) for k in ("seed", "videos_per_class", "num_frames", "size", "fps")}
+        raise UserError(f"unknown synthetic {task} dataset parameter(s) {unknown}: use {sorted(defaults)}")
+    p = {**defaults, **params}
+    count = "images_per_class" if task == "images" else "videos_per_class"
+    ints = (count, "seed", "size") + (() if task == "images" else ("num_frames", "fps"))
+    out = {k: int(p[k]) for k in ints}
     out["val_fraction"] = float(p["val_fraction"])
-    if out["videos_per_class"] < 1:
-        raise UserError(f"videos_per_class {out['videos_per_class']} must be at least 1")
-    if out["num_frames"] < 2:
-        raise UserError(f"num_frames {out['num_frames']} must be at least 2 (classes are defined by motion)")
-    if out["size"] < 16 or out["size"] % 2:
-        raise UserError(f"size {out['size']} must be an even number of pixels >= 16 (H.264 yuv420p needs even sizes)")
-    if out["fps"] < 1:
-        raise UserError(f"fps {out['fps']} must be at least 1")
+    if out[count] < 1:
+        raise UserError(f"{count} {out[count]} must be at least 1")
+    if task == "images":
+        if out["size"] < 8:
+            raise UserError(f"size {out['size']} must be at least 8 pixels")
+        out["task"] = "images"
+    else:
+        if out["num_frames"] < 2:
+            raise UserError(f"num_frames {out['num_frames']} must be at least 2 (classes are defined by motion)")
+        if out["size"] < 16 or out["size"] % 2:
+            raise UserError(
+                f"size {out['size']} must be an even number of pixels >= 16 (H.264 yuv420p needs even sizes)"
+            )
+        if out["fps"] < 1:
+            raise UserError(f"fps {out['fps']} must be at least 1")
     if not 0.0 <= out["val_fraction"] < 1.0:
         raise UserError(f"val_fraction {out['val_fraction']} must be in [0, 1)")
     return out
@@ -206,67 +254,67 @@ def _write_text(path: Path, lines: list[str]) -> None:
 
 
 def generate_synthetic(
-    out_dir: str | os.PathLike,
-    *,
-    seed: int = DEFAULTS["seed"],
-    videos_per_class: int = DEFAULTS["videos_per_class"],
-    num_frames: int = DEFAULTS["num_frames"],
-    size: int = DEFAULTS["size"],
-    fps: int = DEFAULTS["fps"],
-    val_fraction: float = DEFAULTS["val_fraction"],
-    workers: int | None = None,
-    progress: bool = True,
+    out_dir: str | os.PathLike, *, workers: int | None = None, progress: bool = True, **params
 ) -> SyntheticInfo:
     """Write the synthetic benchmark to ``out_dir`` (layout: see :mod:`xvit.data.synthetic`).
 
-    The same parameters give the same decoded frames whatever ``workers`` is (``None``: one per
-    available core). Per class, the last ``round(videos_per_class * val_fraction)`` videos (at
+    ``params``: those of ``DEFAULTS`` (``seed``, ``videos_per_class``, ``num_frames``, ``size``,
+    ``fps``, ``val_fraction``) for the temporal videos, or ``task="images"`` and those of
+    ``IMAGE_DEFAULTS`` (``seed``, ``images_per_class``, ``size``, ``val_fraction``) for the still
+    pictures. The same parameters give the same decoded frames whatever ``workers`` is (``None``:
+    one per available core). Per class, the last ``round(per_class * val_fraction)`` items (at
     least one when ``val_fraction > 0``, and never all) form the validation split.
     ``meta.json`` says ``"complete": true`` only once every file is written. A folder holding an
     earlier synthetic dataset (finished or not) is overwritten; any other non-empty one is refused.
     """
-    params = _check_params(
-        dict(seed=seed, videos_per_class=videos_per_class, num_frames=num_frames, size=size, fps=fps,
-             val_fraction=val_fraction)
-    )  # fmt: skip
+    params = _check_params(params)
+    images = task_of(params) == "images"
     out = Path(out_dir)
     _prepare_dir(out)
     # Marks the folder as ours (an interrupted run can be redone in place) but not complete.
     _write_meta(out, {"generator": GENERATOR, "version": GENERATOR_VERSION, "complete": False, "params": params})
     start = time.perf_counter()
-    per_class = params["videos_per_class"]
+    names = STILL_CLASS_NAMES if images else CLASS_NAMES
+    per_class = params["images_per_class" if images else "videos_per_class"]
     num_val = _num_val(per_class, params["val_fraction"])
-    common = (params["seed"], params["num_frames"], params["size"], params["fps"])
+    folder, ext = ("images", "png") if images else ("videos", "mp4")
+    common = (params["seed"], params["size"]) if images else (params["seed"], *_video_args(params))
     jobs, train, val = [], [], []
-    for label, name in enumerate(CLASS_NAMES):
-        (out / "videos" / name).mkdir(parents=True, exist_ok=True)
+    for label, name in enumerate(names):
+        (out / folder / name).mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
-            rel = f"videos/{name}/{index:05d}.mp4"
+            rel = f"{folder}/{name}/{index:05d}.{ext}"
             jobs.append((str(out / rel), label, index, *common))
             (val if index >= per_class - num_val else train).append(f"{rel} {label}")
     _run_jobs(jobs, _default_workers() if workers is None else int(workers), progress)
-    _write_text(out / "classes.txt", list(CLASS_NAMES))
+    _write_text(out / "classes.txt", list(names))
     _write_text(out / "train.txt", train)
     _write_text(out / "val.txt", val)
     seconds = time.perf_counter() - start
+    flip = {} if images else dict(FLIP_LABEL_MAP)
     meta = {
         "generator": GENERATOR,
         "version": GENERATOR_VERSION,
         "complete": True,
         "params": params,
-        "classes": list(CLASS_NAMES),
-        "class_kinds": {c.name: c.kind for c in CLASSES},
-        "flip_label_map": {str(k): v for k, v in FLIP_LABEL_MAP.items()},
-        "num_classes": len(CLASS_NAMES),
+        "classes": list(names),
+        "class_kinds": {n: "still" for n in names} if images else {c.name: c.kind for c in CLASSES},
+        "flip_label_map": {str(k): v for k, v in flip.items()},
+        "num_classes": len(names),
         "num_videos": len(jobs),
         "num_train": len(train),
         "num_val": len(val),
-        "codec": f"libx264 crf {_CRF} preset veryfast asm=0, yuv420p BT.601",
+        "codec": "PNG (lossless)" if images else f"libx264 crf {_CRF} preset veryfast asm=0, yuv420p BT.601",
         "lists": {"train": "train.txt", "val": "val.txt", "classes": "classes.txt"},
         "seconds": round(seconds, 2),
     }
     _write_meta(out, meta)
-    return SyntheticInfo(out, CLASS_NAMES, len(train), len(val), params, seconds)
+    return SyntheticInfo(out, names, len(train), len(val), params, seconds, flip)
+
+
+def _video_args(params: dict) -> tuple[int, int, int]:
+    """(frames, size, fps) of a temporal video job."""
+    return params["num_frames"], params["size"], params["fps"]
 
 
 def _complete(root: Path, params: dict) -> bool:
