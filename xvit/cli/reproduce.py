@@ -44,6 +44,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="fig1: evaluate these trained checkpoints (one per seed) instead of training",
     )
+    _table2_arguments(p.add_argument_group("table2"))
+    _gap_arguments(p.add_argument_group("gap"))
+    p.add_argument("--max-clips", type=int, default=5, help="fig1: temporal clips 1..N (default 5)")
+    rows = " ".join(r.key for r in table1.ROWS)
+    p.add_argument("--rows", nargs="+", default=None, metavar="ROW", help=f"table1: rows to measure ({rows})")
+    p.add_argument("--repeats", type=int, default=5, help="table1: timed passes per row (default 5)")
+    p.add_argument(
+        "--heavy-repeats", type=int, default=2, help="table1: timed passes of rows over 1000 GMACs per view (default 2)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="table1: CPU threads (default: one per core)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="table1: device (default cpu)")
+    p.add_argument("--size", default=None, help="table1: every model at this ViT size instead of the published one")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="table2/fig1/main/gap: config overrides, e.g. train.epochs=10"
+    )
+
+
+def _table2_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--regimes",
         nargs="+",
@@ -75,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="table2: the image ViT of the pretrained regime (default: model.pretrained of the config, else the "
         f"shipped {table2.SHIPPED_IMAGE_VIT} for the built-in benchmark at micro size)",
     )
+
+
+def _gap_arguments(p: argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--ablations",
         nargs="*",
@@ -98,19 +119,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=LR",
         help="gap: a curve's own learning rate, e.g. xvit=3e-4 tsm=1e-3 (default: --lr)",
-    )
-    p.add_argument("--max-clips", type=int, default=5, help="fig1: temporal clips 1..N (default 5)")
-    rows = " ".join(r.key for r in table1.ROWS)
-    p.add_argument("--rows", nargs="+", default=None, metavar="ROW", help=f"table1: rows to measure ({rows})")
-    p.add_argument("--repeats", type=int, default=5, help="table1: timed passes per row (default 5)")
-    p.add_argument(
-        "--heavy-repeats", type=int, default=2, help="table1: timed passes of rows over 1000 GMACs per view (default 2)"
-    )
-    p.add_argument("--threads", type=int, default=None, help="table1: CPU threads (default: one per core)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="table1: device (default cpu)")
-    p.add_argument("--size", default=None, help="table1: every model at this ViT size instead of the published one")
-    p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="table2/fig1: config overrides, e.g. train.epochs=10"
     )
 
 

@@ -10,12 +10,14 @@ average, which says nothing about where something moved. Per block and head, on 
 - ``entropy``: the mean attention entropy of the patch queries over their 1+N keys, divided by
   ``log(1+N)`` (1: uniform, 0: one key);
 - ``same_place``: the mean weight a patch query gives the key at its own grid position
-  (uniform: ``1/(1+N)``), and ``near``: the weight within its 3x3 neighbourhood.
+  (uniform: ``1/(1+N)``), and ``near``: the weight within its 3x3 neighbourhood;
+- ``cls``: the mean weight a patch query gives the CLS key (the frame's summary token).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +76,7 @@ def attention_stats(model: nn.Module, clips: Tensor) -> list[dict]:
         patches = p[..., 1:]  # (BT, h, N-1, N-1): weights on patch keys
         same = patches.diagonal(dim1=-2, dim2=-1).mean(dim=(0, 2))  # (h,)
         local = (patches * near).sum(-1).mean(dim=(0, 2))  # (h,)
+        cls = p[..., 0].mean(dim=(0, 2))  # (h,)
         out.append(
             {
                 "block": i,
@@ -83,8 +86,9 @@ def attention_stats(model: nn.Module, clips: Tensor) -> list[dict]:
                         "entropy": round(float(e), 4),
                         "same_place": round(float(m), 4),
                         "near": round(float(n), 4),
+                        "cls": round(float(c), 4),
                     }
-                    for s, e, m, n in zip(head_sources(a), entropy, same, local)
+                    for s, e, m, n, c in zip(head_sources(a), entropy, same, local, cls)
                 ],
             }
         )
@@ -92,12 +96,26 @@ def attention_stats(model: nn.Module, clips: Tensor) -> list[dict]:
 
 
 def summarise_sources(stats: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean entropy / same_place / near over every head of each source, across the blocks."""
+    """Mean entropy / same_place / near / cls over every head of each source, across the blocks."""
     acc: dict[str, list[dict]] = {}
     for blk in stats:
         for h in blk["heads"]:
             acc.setdefault(h["source"], []).append(h)
     return {
-        src: {k: round(sum(h[k] for h in hs) / len(hs), 4) for k in ("entropy", "same_place", "near")}
+        src: {k: round(sum(h[k] for h in hs) / len(hs), 4) for k in ("entropy", "same_place", "near", "cls")}
         for src, hs in sorted(acc.items())
     }
+
+
+def checkpoint_attention(checkpoint: str | Path, videos: int = 48) -> dict[str, dict[str, float]]:
+    """``summarise_sources`` of a trained checkpoint on ``videos`` of its own val split (one view each,
+    spread over the split)."""
+    from xvit.engine.checkpoint import load_checkpoint
+    from xvit.engine.evaluate import build_test_set
+
+    model, meta = load_checkpoint(checkpoint)
+    dataset, _ = build_test_set(model, meta, Path(checkpoint), (1, 1))
+    step = max(1, len(dataset) // videos)
+    items = [dataset[i][0] for i in range(0, len(dataset), step)][:videos]
+    clips = torch.stack([v[0] for v in items if v is not None])  # (B, C, T, H, W)
+    return summarise_sources(attention_stats(model, clips))

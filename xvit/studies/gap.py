@@ -22,6 +22,7 @@ from pathlib import Path
 
 from xvit.engine.config import Config
 from xvit.models.sizes import family_of
+from xvit.studies.attention import checkpoint_attention
 from xvit.studies.common import StudyDir, Unit, compare, machine, mean_std, run_units, train_run, write_json
 from xvit.studies.gap_report import markdown, plot
 
@@ -127,6 +128,8 @@ def _unit(cfg: Config, study: StudyDir, key: str, a: Ablation, seed: int, lr: fl
         }
         if train:
             out["curve"] = read_curve(run_dir / "metrics.jsonl")
+        elif a.family == "xvit" and a.options.get("mix", "kv") is not None:
+            out["attention"] = checkpoint_attention(run_dir / "checkpoints" / "last.safetensors")
         return out
 
     kind = "curve" if train else "train"
@@ -193,6 +196,9 @@ def summarise(records: list[dict], plan: GapPlan, command: str, settings: dict, 
         runs = [r for r in abl if r["key"] == a.key]
         rows.append({"key": a.key, "label": a.label, "model": runs[0]["model"] if runs else None,
                      **{m: mean_std([r[m] for r in runs]) for m in metrics}})  # fmt: skip
+    for row in rows:
+        att = [r["attention"] for r in abl if r["key"] == row["key"] and r.get("attention")]
+        row["attention"] = _mean_attention(att) if att else None
     ref = next((r for r in rows if r["key"] == "xvit"), None)
     for r in rows:
         r["vs_xvit"] = {m: compare(r[m], ref[m]) for m in metrics} if ref and r is not ref else None
@@ -217,10 +223,20 @@ def summarise(records: list[dict], plan: GapPlan, command: str, settings: dict, 
         "regime": "pretrained" if plan.pretrained else "scratch",
         "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1),
         "ablations": rows,
+        "xvit_seeds": [
+            {k: r.get(k) for k in ("seed", "top1", "pair_order_acc", "train_acc", "pairs", "attention")}
+            for r in abl
+            if r["key"] == "xvit"
+        ],
         "curves": lines,
         "catch_up": catch_up(lines),
         "runs": records,
     }
+
+
+def _mean_attention(stats: list[dict]) -> dict:
+    """Per key source, the mean of each attention statistic over seeds."""
+    return {src: {k: round(sum(s[src][k] for s in stats) / len(stats), 4) for k in stats[0][src]} for src in stats[0]}
 
 
 def catch_up(lines: list[dict]) -> dict | None:

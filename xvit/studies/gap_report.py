@@ -20,6 +20,10 @@ def _diff(c: dict | None) -> str:
     return f"{c['diff']:+.1f}{se}{mark}"
 
 
+def _n(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
+
+
 def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [
@@ -46,6 +50,28 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"| {r['label']} | {pm(r['top1'])} | {pm(r['pair_order_acc'])} | {pm(r['train_acc'])} | "
                 f"{_diff(vs.get('top1'))} | {_diff(vs.get('pair_order_acc'))} |"
+            )
+        lines.append("")
+    if results.get("xvit_seeds"):
+        lines += [
+            "## X-ViT seed by seed",
+            "",
+            "Pair order per reversed pair, and where the heads whose keys come from frames t+1 / t-1 attend "
+            "(entropy over the 1+N keys / 1 = uniform; weight on the key at the query's own place, uniform = 1/(1+N)):",
+            "",
+            "| seed | top-1 | pair order | per pair | t+1 heads: entropy / same place "
+            "| t-1 heads: entropy / same place |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in results["xvit_seeds"]:
+            per = ", ".join("—" if p["order_acc"] is None else f"{p['order_acc']:.0f}" for p in r.get("pairs") or [])
+            att = r.get("attention") or {}
+            cells = [
+                f"{att[src]['entropy']:.2f} / {att[src]['same_place']:.3f}" if src in att else "—"
+                for src in ("t+1", "t-1")
+            ]
+            lines.append(
+                f"| {r['seed']} | {_n(r['top1'])} | {_n(r['pair_order_acc'])} | {per} | {cells[0]} | {cells[1]} |"
             )
         lines.append("")
     for c in results["curves"]:

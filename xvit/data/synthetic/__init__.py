@@ -40,7 +40,7 @@ written as H.264 (libx264, yuv420p) through PyAV, ``videos/<class>/<index:05d>.m
 dataset is complete when its ``meta.json`` is).
 
 **The still-image task** (``task: images``, :mod:`~xvit.data.synthetic.stills`): 14 classes of
-single pictures (7 object shapes x plain or striped), no motion, written as PNG
+single pictures (7 object shapes x one or two of them), no motion, written as PNG
 (``images/<class>/<index:05d>.png``, same lists and meta): the image-pretraining stand-in for
 fine-tuning video models from an image ViT, as the paper does from ImageNet-21k.
 
