@@ -15,7 +15,7 @@ import os
 import sys
 
 from xvit.engine.timing import mark_command_start
-from xvit.errors import UserError
+from xvit.errors import EXIT_STOPPED, UserError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"xvit {args.command}: interrupted", file=sys.stderr)
         return 130
-    if as_program and args.command in FAST_EXIT:
-        exit_now(rc)
+    if as_program and (args.command in FAST_EXIT or args.command == "train" and rc == EXIT_STOPPED):
+        exit_now(rc)  # a stopped run: within its grace period, and before torchrun ends it for a rank that left
     return rc
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from xvit.engine.config import load_config, shipped_configs
 from xvit.engine.train import check_model_names, train
-from xvit.errors import PeerFailure
+from xvit.errors import EXIT_STOPPED, PeerFailure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="config overrides with dotted keys and YAML values, e.g. optim.lr=0.01 train.epochs=5",
     )
     parser.epilog = (
-        "DDP: torchrun --nproc_per_node=N -m xvit train ... (train.batch_size is per process). See docs/training.md."
+        "DDP: torchrun --nproc_per_node=N -m xvit train ... (train.batch_size is per process). "
+        f"SIGTERM, SIGINT and SIGUSR1 (train.stop_signals) stop a run after a snapshot, exit status {EXIT_STOPPED}. "
+        "See docs/training.md."
     )
 
 
@@ -54,9 +56,13 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None), end="")
         return 0
     try:
-        train(cfg)
+        results = train(cfg)
     except PeerFailure as err:  # the process group is broken: exiting normally could block in its teardown
         print(f"xvit train: error: {err}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(2)
+    if results and results[-1].get("signal"):  # stopped on notice, after its snapshot
+        if results[-1].get("message"):
+            print(results[-1]["message"], file=sys.stderr, flush=True)
+        return EXIT_STOPPED
     return 0

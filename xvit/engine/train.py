@@ -1,6 +1,7 @@
 """``train(cfg)``: the training job of ``xvit train`` — one model, or a model and the models it is
 compared with (``compare``), each trained and evaluated the same way in ``run_dir/<name>``, then a
 side-by-side table (``summary.md`` / ``summary.json``). Under ``torchrun`` every process runs it.
+While a model trains, ``train.stop_signals`` stop the job after a snapshot (``xvit.engine.preempt``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from xvit.engine import distributed as xdist
+from xvit.engine import preempt
 from xvit.engine.config import Config, save_config
 from xvit.engine.prepare import cpu_threads, prepare
 from xvit.engine.runtime import seed_everything
@@ -35,9 +37,9 @@ def train(cfg: Config) -> list[dict]:
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     info = xdist.init_distributed(cfg.train.device, timeout_s=cfg.train.dist_timeout_s)
-    broken = False
+    broken, signals = False, preempt.StopSignals()
     try:
-        return train_all(cfg, info)
+        return train_all(cfg, info, signals)
     except Exception as err:
         if not xdist.is_peer_failure(err):
             raise
@@ -46,6 +48,7 @@ def train(cfg: Config) -> list[dict]:
     finally:
         if not broken:
             xdist.cleanup()
+        signals.restore()  # after a stop they stayed ignored through the teardown above
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
@@ -57,22 +60,24 @@ def check_model_names(cfg: Config) -> None:
         check_model_name(name, f"compare[{i}]")
 
 
-def train_all(cfg: Config, dist: xdist.DistInfo) -> list[dict]:
+def train_all(cfg: Config, dist: xdist.DistInfo, signals: preempt.StopSignals | None = None) -> list[dict]:
     """Train ``cfg.model.name`` then each ``cfg.compare`` model; write and print the summary; return results.
 
     A compared model is trained exactly as the main one (data, recipe, seed, budget) but built with
     its family's defaults: ``model.options`` (head, mixing, ...) belong to ``model.name`` only, so
-    a frame-ViT baseline stays a frame ViT.
+    a frame-ViT baseline stays a frame ViT. A run that stops early (a stop signal, ``stop_after_steps``)
+    ends the job; its result has ``stopped`` and, on rank 0 after a signal, the ``message`` to print.
     """
     check_model_names(cfg)
+    signals = signals or preempt.StopSignals()
     if not cfg.compare:
-        return [train_model(cfg, dist)]
+        return [_say_stopped(train_model(cfg, dist, signals=signals), cfg, dist)]
     results = []
     for i, name in enumerate([cfg.model.name, *cfg.compare]):
         model = dataclasses.replace(cfg.model, name=name, options=dict(cfg.model.options) if i == 0 else {})
         sub = dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[], model=model)
-        results.append(train_model(sub, dist, top_config=cfg))
-        if results[-1].get("stopped"):  # train.stop_after_steps: the whole job stops, as if killed
+        results.append(_say_stopped(train_model(sub, dist, top_config=cfg, signals=signals), cfg, dist))
+        if results[-1].get("stopped"):  # a stop signal or train.stop_after_steps: the whole job stops
             return results
     if dist.rank == 0:
         out = Path(cfg.run_dir).expanduser()
@@ -81,8 +86,26 @@ def train_all(cfg: Config, dist: xdist.DistInfo) -> list[dict]:
     return results
 
 
-def train_model(cfg: Config, dist: xdist.DistInfo, top_config: Config | None = None) -> dict:
-    """Prepare (all checks), create the run directory, train, evaluate; return the run's results."""
+def _say_stopped(result: dict, cfg: Config, dist: xdist.DistInfo) -> dict:
+    """Add the one line that says where a stopped run's snapshot is and how to continue (rank 0)."""
+    if result.get("signal") and dist.rank == 0:
+        config = Path(cfg.run_dir).expanduser() / "config.yaml"
+        result["message"] = (
+            f"xvit train: stopped by {preempt.signal_name(result['signal'])} after global step "
+            f"{result['global_step']} of {result['model']}; snapshot {result['snapshot']}; to continue, run the same "
+            f"command again, or: xvit train --config {config} --resume"
+        )
+    return result
+
+
+def train_model(
+    cfg: Config, dist: xdist.DistInfo, top_config: Config | None = None, signals: preempt.StopSignals | None = None
+) -> dict:
+    """Prepare (all checks), create the run directory, train, evaluate; return the run's results.
+
+    The stop signals are caught while the model trains (``signals`` records them); before that,
+    during the checks and the data preparation, a signal ends the process as it always did.
+    """
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cpu_threads(cfg, dist))
     prep = prepare(cfg, dist)
     run_dir = Path(cfg.run_dir).expanduser()
@@ -95,4 +118,7 @@ def train_model(cfg: Config, dist: xdist.DistInfo, top_config: Config | None = N
         if top_config is not None:
             save_config(top_config, run_dir.parent / "config.yaml")
     xdist.barrier()
-    return Trainer(prep, dist, run_dir).fit()
+    signals = signals or preempt.StopSignals()
+    with preempt.catch_stop_signals(signals, cfg.train.stop_signals):
+        trainer = Trainer(prep, dist, run_dir, signals)
+        return trainer.fit()
