@@ -113,7 +113,7 @@ def test_a_stop_signal_snapshots_the_step_and_resume_is_bit_exact(
         real_write(path, state)
 
     monkeypatch.setattr(snapshot, "_write_state", write_signalled_again)
-    assert _train(tiny, run_dir) == EXIT_STOPPED
+    assert _train(tiny, run_dir, train__tensorboard=True) == EXIT_STOPPED
     err = capfd.readouterr().err
     name = signal.Signals(signum).name
     line = next(ln for ln in err.splitlines() if ln.startswith("xvit train: stopped"))
@@ -129,10 +129,16 @@ def test_a_stop_signal_snapshots_the_step_and_resume_is_bit_exact(
 
     monkeypatch.undo()
     with caplog.at_level(logging.INFO, logger="xvit.train"):
-        assert _train(tiny, run_dir, "--resume") == 0
+        assert _train(tiny, run_dir, "--resume", train__tensorboard=True) == 0
     assert "step 3 of the epoch (global step 3)" in caplog.text
     assert _same_weights(run_dir, uninterrupted)
     assert _records(run_dir) == _records(uninterrupted)  # every step, epoch and val record once, equal
+    # TensorBoard too: the resumed session hides what came after the snapshot, never the snapshot's own step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train_step/loss")] == list(range(1, 9))
 
 
 def test_a_stop_during_an_evaluation_resumes_with_it(tiny, uninterrupted, tmp_path, monkeypatch):  # noqa: F811

@@ -109,7 +109,6 @@ def bench_training(cfg: Config, *, steps: int = 40, warmup: int = 5, repeats: in
         raise ValueError(f"the training set gives {prep.steps_per_epoch} steps per epoch; ask for fewer")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(prep, dist, Path(tmp))
-        trainer.logger.close()
         batch = next(iter(trainer.loader))
         rates: dict[str, list[float]] = {k: [] for k in KINDS}
         for _ in range(repeats):
@@ -117,6 +116,7 @@ def bench_training(cfg: Config, *, steps: int = 40, warmup: int = 5, repeats: in
             rates["loader"].append(_loader_rate(trainer, steps, warmup))
             rates["train"].append(_timed_steps(trainer, trainer.loader, steps, warmup))
         costs = _snapshot_costs(trainer, batch, snapshots) if snapshots else None
+        trainer.logger.close()
     results = [TrainBenchResult(k, v) for k, v in rates.items() if v]
     med = {r.kind: r.median for r in results}
     return {

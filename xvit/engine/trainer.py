@@ -105,7 +105,7 @@ class Trainer:
             run_dir,
             enabled=self.main,
             tensorboard=t.tensorboard,
-            purge_step=self.scheduler.last_step if prep.resume else None,
+            purge_step=self.scheduler.last_step + 1 if prep.resume else None,  # its own step was logged before it
             truncate_to=self.metrics_bytes,
         )
         self.session_start, self.eval_seconds = time.perf_counter(), 0.0
