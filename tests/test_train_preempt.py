@@ -119,7 +119,7 @@ def test_a_stop_signal_snapshots_the_step_and_resume_is_bit_exact(
     line = next(ln for ln in err.splitlines() if ln.startswith("xvit train: stopped"))
     assert f"stopped by {name} after global step 3 of xvit_nano_patch8_32" in line, err
     assert f"snapshot {run_dir / 'checkpoints' / 'step_000000003'}" in line and "--resume" in line
-    assert f"{name} received: finishing this step" in err and f"{name} received: still stopping" in err
+    assert f"{name} received: finishing this step" in err and f"{name} received: already stopping" in err
     assert "Traceback" not in err
     state = last_state(run_dir)
     assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 3, 3)
@@ -185,6 +185,7 @@ def test_a_failed_save_keeps_the_previous_snapshot_and_the_run_resumes(
     err = capfd.readouterr().err
     lines = [ln for ln in err.splitlines() if "xvit train: error:" in ln]
     assert len(lines) == 1 and "Traceback" not in err, err
+    print(lines[0])
     folder = run_dir / "checkpoints"
     assert f"could not write {folder / 'step_000000004'}: No space left on device (errno 28)" in lines[0]
     assert (
@@ -274,3 +275,17 @@ def test_sigterm_to_the_process_group_stops_the_run_and_resume_is_bit_exact(tiny
         pytest.fail("a process of the run's group outlived it")
     assert _train(tiny, run_dir, "--resume", **LONG, **data) == 0
     assert _same_weights(run_dir, tmp_path / "uninterrupted")
+
+
+def test_a_stopped_study_records_no_result_for_the_stopped_run(tmp_path, monkeypatch, capfd):
+    """``xvit reproduce`` trains in-process: a stop signal ends the study with status 75 and the
+    stopped run's snapshot, and no record, so that running the study again continues that run."""
+    from test_reproduce import tiny as tiny_study
+
+    _signal_after_step(monkeypatch, 2, signal.SIGTERM)
+    out = tmp_path / "study"
+    assert main(["reproduce", "table2", "--seeds", "1", "--out", str(out), *tiny_study(tmp_path)]) == EXIT_STOPPED
+    assert "xvit train: stopped by SIGTERM after global step 2" in capfd.readouterr().err
+    assert not list((out / "records").glob("*.json")) if (out / "records").exists() else True
+    (run_dir,) = (out / "runs").iterdir()
+    assert last_state(run_dir)["global_step"] == 2

@@ -88,12 +88,12 @@ def _snapshot_costs(trainer: Trainer, batch, count: int) -> dict:
         start = time.perf_counter()
         trainer.checkpoint(0, 1)
         seconds.append(time.perf_counter() - start)
-    step = newest(trainer.run_dir / "checkpoints")
+    step = newest(trainer.run_dir / "checkpoints")  # under torchrun only rank 0 writes
     return {
         "check_us": round(poll_s * 1e6, 3),
         "snapshot_s": [round(x, 3) for x in seconds],
         "snapshot_median_s": round(statistics.median(seconds), 3),
-        "snapshot_mb": round(sum(p.stat().st_size for p in step.iterdir()) / 2**20, 1),
+        "snapshot_mb": round(sum(p.stat().st_size for p in step.iterdir()) / 2**20, 1) if step else 0.0,
     }
 
 

@@ -56,13 +56,9 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None), end="")
         return 0
     try:
-        results = train(cfg)
+        train(cfg)
     except PeerFailure as err:  # the process group is broken: exiting normally could block in its teardown
         print(f"xvit train: error: {err}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(2)
-    if results and results[-1].get("signal"):  # stopped on notice, after its snapshot
-        if results[-1].get("message"):
-            print(results[-1]["message"], file=sys.stderr, flush=True)
-        return EXIT_STOPPED
     return 0

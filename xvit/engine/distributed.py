@@ -13,6 +13,11 @@ Failure is bounded: collectives time out after ``timeout_s`` (``train.dist_timeo
 data, the frame cache; ``wait_timeout_s``). Every rank publishes a heartbeat and its progress in
 the rendezvous store, so that when a collective fails the survivors can say which rank died (no
 heartbeat) or hung (behind the others): ``describe_peers``, used by ``peer_failure``.
+
+A second gloo group (``control_group``) carries the step-boundary agreement on stop signals and
+snapshots (``xvit.engine.preempt``). ``on_main`` runs a write on rank 0 and raises an error it
+meets on every rank. A group that torchrun restarted (``--max-restarts``) gets a fresh namespace
+of torchrun's store (``_restart_store``).
 """
 
 from __future__ import annotations

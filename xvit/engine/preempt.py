@@ -77,7 +77,7 @@ class StopSignals:
             self.signum = signum
             text = f"finishing this step, then writing a snapshot and exiting (status {EXIT_STOPPED})"
         else:
-            text = "still stopping: the snapshot is being finished"
+            text = "already stopping: the step and its snapshot are being finished"
         if self._loud:
             _say(f"xvit train: {name} received: {text}; kill -9 is safe too (the newest complete snapshot stays)")
 
@@ -146,12 +146,16 @@ class Decision:
     snapshot: bool = False  # the clock asks for a snapshot
 
 
+_GO = Decision()
+
+
 class StepGate:
     """Stop and clock decisions, taken alike by every rank at optimizer step boundaries (module docstring)."""
 
     def __init__(self, signals: StopSignals | None = None, every_minutes: float = 0.0):
         self.signals = signals or StopSignals()
         self.every_s = 60.0 * every_minutes
+        self._clock = self.every_s > 0 and xdist.rank() == 0  # rank 0's clock decides for every rank
         self.stop = 0  # latched once agreed
         self._last_save = time.monotonic()
         self._saves = 0
@@ -166,13 +170,15 @@ class StepGate:
         self._saves += 1
 
     def _local(self) -> tuple[int, int]:
-        due = self.every_s > 0 and xdist.rank() == 0 and time.monotonic() - self._last_save >= self.every_s
+        due = self._clock and time.monotonic() - self._last_save >= self.every_s
         return self.signals.signum, int(due)
 
     def poll(self) -> Decision:
         """The decision at this boundary (under DDP: the one the ranks sent at the previous boundary)."""
         if self._group is None:
             signum, due = self._local()
+            if not (signum or due or self.stop):
+                return _GO
             self.stop = self.stop or signum
             return Decision(self.stop, bool(due))
         got = self.settle()

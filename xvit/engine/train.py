@@ -20,7 +20,7 @@ from xvit.engine.runtime import seed_everything
 from xvit.engine.snapshot import remove_leftovers
 from xvit.engine.summary import write_summary
 from xvit.engine.trainer import Trainer
-from xvit.errors import PeerFailure
+from xvit.errors import PeerFailure, Stopped
 from xvit.models.registry import check_model_name
 
 log = logging.getLogger("xvit.train")
@@ -65,19 +65,19 @@ def train_all(cfg: Config, dist: xdist.DistInfo, signals: preempt.StopSignals | 
 
     A compared model is trained exactly as the main one (data, recipe, seed, budget) but built with
     its family's defaults: ``model.options`` (head, mixing, ...) belong to ``model.name`` only, so
-    a frame-ViT baseline stays a frame ViT. A run that stops early (a stop signal, ``stop_after_steps``)
-    ends the job; its result has ``stopped`` and, on rank 0 after a signal, the ``message`` to print.
+    a frame-ViT baseline stays a frame ViT. A stop signal ends the job with ``Stopped`` (after the
+    run's snapshot); ``train.stop_after_steps`` ends it with a result that has ``stopped``.
     """
     check_model_names(cfg)
     signals = signals or preempt.StopSignals()
     if not cfg.compare:
-        return [_say_stopped(train_model(cfg, dist, signals=signals), cfg, dist)]
+        return [_raise_if_signalled(train_model(cfg, dist, signals=signals), cfg, dist)]
     results = []
     for i, name in enumerate([cfg.model.name, *cfg.compare]):
         model = dataclasses.replace(cfg.model, name=name, options=dict(cfg.model.options) if i == 0 else {})
         sub = dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[], model=model)
-        results.append(_say_stopped(train_model(sub, dist, top_config=cfg, signals=signals), cfg, dist))
-        if results[-1].get("stopped"):  # a stop signal or train.stop_after_steps: the whole job stops
+        results.append(_raise_if_signalled(train_model(sub, dist, top_config=cfg, signals=signals), cfg, dist))
+        if results[-1].get("stopped"):  # train.stop_after_steps: the whole job stops, as if killed
             return results
     if dist.rank == 0:
         out = Path(cfg.run_dir).expanduser()
@@ -86,16 +86,19 @@ def train_all(cfg: Config, dist: xdist.DistInfo, signals: preempt.StopSignals | 
     return results
 
 
-def _say_stopped(result: dict, cfg: Config, dist: xdist.DistInfo) -> dict:
-    """Add the one line that says where a stopped run's snapshot is and how to continue (rank 0)."""
-    if result.get("signal") and dist.rank == 0:
-        config = Path(cfg.run_dir).expanduser() / "config.yaml"
-        result["message"] = (
-            f"xvit train: stopped by {preempt.signal_name(result['signal'])} after global step "
-            f"{result['global_step']} of {result['model']}; snapshot {result['snapshot']}; to continue, run the same "
-            f"command again, or: xvit train --config {config} --resume"
-        )
-    return result
+def _raise_if_signalled(result: dict, cfg: Config, dist: xdist.DistInfo) -> dict:
+    """``Stopped`` with the line that says where the snapshot is and how to continue (rank 0's), if a
+    stop signal ended the run; else ``result``."""
+    if not result.get("signal"):
+        return result
+    config = Path(cfg.run_dir).expanduser() / "config.yaml"
+    raise Stopped(
+        f"xvit train: stopped by {preempt.signal_name(result['signal'])} after global step {result['global_step']} "
+        f"of {result['model']}; snapshot {result['snapshot']}; to continue, run the same command again "
+        f"(or: xvit train --config {config} --resume)"
+        if dist.rank == 0
+        else ""
+    )
 
 
 def train_model(
