@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train_crash import COMMON as CRASH_RUN
 from test_train_e2e import tiny, tiny_overrides  # noqa: F401 - tiny: the module's fixture
 
 from xvit.cli import main
@@ -31,25 +32,10 @@ from xvit.engine.config import load_config
 from xvit.engine.resume import find_checkpoint, last_state
 from xvit.errors import EXIT_STOPPED, UserError
 
-# 2 epochs x 4 steps (8 videos, batch 2), an evaluation after epoch 1 (4 batches of 2 videos);
-# random crops and clip starts, mixup and drop path: the RNG states must be restored exactly
-COMMON = dict(
-    train__epochs=2,
-    train__batch_size=2,
-    train__deterministic=True,
-    train__tensorboard=False,
-    eval__every=1,
-    eval__batch_size=2,
-    data__num_frames=4,
-    data__sampling="dense",
-    data__frame_stride=1,
-    data__short_side_range=[32, 40],
-    train__mixup_alpha=0.4,
-    train__label_smoothing=0.1,
-    model__drop_path_rate=0.1,
-    optim__name="sgd",
-    optim__lr=0.05,
-)
+# the crash-consistency test's tiny run (random crops and clip starts, mixup, drop path: the RNG
+# states must be restored exactly), 2 epochs x 4 steps (8 videos, batch 2), no checkpoint but at
+# the epochs' ends, an evaluation after epoch 1 (4 batches of 2 videos)
+COMMON = {**CRASH_RUN, "train__epochs": 2, "train__ckpt_every_steps": 0, "eval__every": 1, "eval__batch_size": 2}
 STRIP = ("time", "clips_per_s", "time_s", "steps")  # what depends on the session (speed, steps done in it)
 
 
@@ -289,3 +275,33 @@ def test_a_stopped_study_records_no_result_for_the_stopped_run(tmp_path, monkeyp
     assert not list((out / "records").glob("*.json")) if (out / "records").exists() else True
     (run_dir,) = (out / "runs").iterdir()
     assert last_state(run_dir)["global_step"] == 2
+
+
+class _Numbers(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1000
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor(i)
+
+
+def test_a_loader_worker_ignores_the_stop_signals_of_others_but_not_its_parents_sigterm():
+    """What ``worker_init`` gives the run's data-loader workers: SIGTERM and SIGINT from another
+    process (a process group signalled) leave a worker serving batches; SIGTERM from its own
+    parent (the loader ending a stuck worker, or the interpreter's exit) still ends it."""
+    from xvit.engine.preempt import worker_init
+
+    loader = torch.utils.data.DataLoader(
+        _Numbers(), batch_size=4, num_workers=1, worker_init_fn=worker_init(["SIGTERM", "SIGINT", "SIGUSR1"])
+    )
+    batches = iter(loader)
+    assert next(batches).tolist() == [0, 1, 2, 3]
+    (worker,) = batches._workers
+    for name in ("TERM", "INT", "USR1"):  # sent by another process (kill), as a scheduler or a shell does
+        subprocess.run(["kill", f"-{name}", str(worker.pid)], check=True)
+    time.sleep(0.5)
+    assert worker.is_alive() and next(batches).tolist() == [4, 5, 6, 7]
+    os.kill(worker.pid, signal.SIGTERM)  # from its parent, this process
+    worker.join(5)
+    assert worker.exitcode == 0
+    del batches

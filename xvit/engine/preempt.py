@@ -31,12 +31,14 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from xvit.engine import distributed as xdist
+from xvit.engine import snapshot
 from xvit.engine.config import signal_number
 from xvit.errors import EXIT_STOPPED
 
@@ -199,6 +201,19 @@ class StepGate:
         signum, due = (int(v) for v in self._sent)
         self.stop = self.stop or signum
         return Decision(self.stop, bool(due) and self._saves == self._saves_at_send)  # a snapshot since: done
+
+    def stopped(self, model: str, global_step: int, folder: Path) -> dict:
+        """The result of a run that ended early, by a stop signal (after its snapshot in ``folder``)
+        or by ``train.stop_after_steps`` (``signal`` 0)."""
+        self.settle()
+        newest = snapshot.newest(folder)
+        return {
+            "model": model,
+            "stopped": True,
+            "signal": self.stop,
+            "global_step": global_step,
+            "snapshot": str(newest) if newest else None,
+        }
 
     def until_stop(self, loader: Any) -> _UntilStop:
         """``loader``'s batches until the ranks agree to stop (an evaluation that a stop cuts short)."""

@@ -312,16 +312,7 @@ class Trainer:
         return res
 
     def _stopped(self) -> dict:
-        """The result of a run ended early: by a stop signal (after its snapshot) or ``stop_after_steps``."""
-        self.gate.settle()
-        newest = snapshot.newest(self.run_dir / "checkpoints")
-        return {
-            "model": self.cfg.model.name,
-            "stopped": True,
-            "signal": self.gate.stop,
-            "global_step": self.scheduler.last_step,
-            "snapshot": str(newest) if newest else None,
-        }
+        return self.gate.stopped(self.cfg.model.name, self.scheduler.last_step, self.run_dir / "checkpoints")
 
     def _train_epoch(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
