@@ -212,6 +212,21 @@ def test_stop_signals_are_checked_and_can_be_turned_off():
         load_config(None, ["train.ckpt_every_minutes=-1"])
 
 
+def test_a_signal_the_process_ignores_stays_ignored():
+    """A shell starts a background job with SIGINT ignored (so that Ctrl-C reaches only the
+    foreground): catching the stop signals leaves it so, as Python does."""
+    from xvit.engine.preempt import StopSignals, catch_stop_signals
+
+    before = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        with catch_stop_signals(StopSignals(), ["SIGUSR1", "SIGUSR2"]):
+            assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGUSR2) not in (signal.SIG_IGN, signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # put back
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
 # ---------------------------------------------------------------------------------------- from outside
 
 LONG = dict(train__epochs=2, data__num_workers=2, eval__enabled=False)  # 16 steps per epoch (overfit4.txt)

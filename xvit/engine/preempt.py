@@ -91,14 +91,16 @@ def catch_stop_signals(signals: StopSignals, names: Sequence[str]) -> Iterator[S
     The previous handlers come back on exit, unless a stop was requested: then the signals stay
     ignored until ``signals.restore()`` (at the end of ``xvit.engine.train.train``), so that a
     stopping process is not ended by the signals that torchrun or a scheduler send again while it
-    exits. Outside the main thread (where Python cannot set handlers) nothing is installed.
+    exits. A signal this process was started ignoring (SIGINT in a shell's background job) stays
+    ignored, as Python leaves it. Outside the main thread (where Python cannot set handlers)
+    nothing is installed.
     """
     if threading.current_thread() is not threading.main_thread():
         yield signals
         return
     for name in names:
         number = signal_number(name)
-        if number is not None and number not in signals._previous:
+        if number is not None and number not in signals._previous and signal.getsignal(number) != signal.SIG_IGN:
             signals._previous[number] = signal.signal(number, signals._handle)
     try:
         yield signals

@@ -33,7 +33,8 @@ def train(cfg: Config) -> list[dict]:
     afterwards, for in-process callers (tests, notebooks).
     A collective that fails under DDP (a rank died or hung for ``train.dist_timeout_s``) becomes
     a ``PeerFailure`` (a ``UserError``) naming that rank; the process group is then left as it is (destroying a broken
-    group can block) and the process exits.
+    group can block) and the process exits. A stop signal (``train.stop_signals``) ends the job with
+    ``xvit.errors.Stopped`` once the run's snapshot is written.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     info = xdist.init_distributed(cfg.train.device, timeout_s=cfg.train.dist_timeout_s)
