@@ -92,11 +92,14 @@ def test_bench_train_measures_compute_loader_and_training(job, tmp_path, capsys)
     argv = tiny_job(root, tmp_path / "bench")[3:]  # the overrides, without "train --config synthetic"
     out = tmp_path / "bench.json"
     code = main(["bench-train", "--config", "synthetic", "--steps", "3", "--warmup", "1", "--repeats", "2",
-                 "--json", str(out), *argv])  # fmt: skip
+                 "--snapshots", "2", "--json", str(out), *argv])  # fmt: skip
     assert code == 0
     doc = json.loads(out.read_text())
     assert set(doc["median"]) == {"compute", "loader", "train"} and all(v > 0 for v in doc["median"].values())
     assert all(len(r) == 2 for r in doc["clips_per_s"].values()) and doc["settings"]["cache"] == "disk"
     # the ratio comes from the unrounded medians, the JSON's medians are rounded to 0.1 clips/s
     assert doc["train_over_compute"] == pytest.approx(doc["median"]["train"] / doc["median"]["compute"], rel=0.05)
-    assert "train / compute" in capsys.readouterr().out
+    snap = doc["snapshot"]  # the cost of preemption safety: the step-boundary check, a snapshot and its size
+    assert snap["check_us"] > 0 and len(snap["snapshot_s"]) == 2 and snap["snapshot_mb"] > 0.1
+    printed = capsys.readouterr().out
+    assert "train / compute" in printed and "step-boundary check" in printed

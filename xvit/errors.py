@@ -4,9 +4,16 @@ Raise ``UserError`` with a message that names the offending path or value and wh
 command line prints it as one line and exits with status 2, without a traceback.
 """
 
+EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL ("try again later"): xvit train stopped on notice after a snapshot
+
 
 class UserError(Exception):
     """An error the user can fix: printed as one line, exit status 2, no traceback."""
+
+
+class Stopped(Exception):
+    """A training run stopped on notice (a stop signal) after writing a snapshot of its step; the
+    command line prints the message (rank 0's; empty on the other ranks) and exits with ``EXIT_STOPPED``."""
 
 
 class PeerFailure(UserError):

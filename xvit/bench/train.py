@@ -11,6 +11,11 @@ Three measurements of the same run set-up (model, batch, threads, optimizer, mix
 
 Each is the median over repeats of clips/s over the timed steps (after ``warmup`` steps). The
 data loading is not the bottleneck when ``train / compute`` is close to 1.
+
+With ``snapshots`` it also times what preemption safety costs (``xvit.engine.preempt``): the
+check ``xvit train`` makes at every step boundary (``StepGate.poll``, one process), and a snapshot
+of the run's state, ``Trainer.checkpoint`` (weights, optimizer, RNG states: written, fsynced and
+renamed into place), with its size.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from xvit.engine.config import Config
 from xvit.engine.loop import train_one_epoch
 from xvit.engine.prepare import cpu_threads, prepare
 from xvit.engine.runtime import seed_everything
+from xvit.engine.snapshot import newest
 from xvit.engine.trainer import Trainer
 
 KINDS = ("compute", "loader", "train")
@@ -68,8 +74,32 @@ def _loader_rate(trainer: Trainer, steps: int, warmup: int) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
-def bench_training(cfg: Config, *, steps: int = 40, warmup: int = 5, repeats: int = 3) -> dict:
-    """Measure ``compute``, ``loader`` and ``train`` clips/s for ``cfg`` (see the module docstring)."""
+def _snapshot_costs(trainer: Trainer, batch, count: int) -> dict:
+    """Seconds per step-boundary check and per snapshot (median of ``count``), and a snapshot's bytes."""
+    if not trainer.optimizer.state:  # the optimizer's buffers exist after its first step
+        _timed_steps(trainer, itertools.repeat(batch, 2), 1, 1)
+    polls = 10_000
+    start = time.perf_counter()
+    for _ in range(polls):
+        trainer.gate.poll()
+    poll_s = (time.perf_counter() - start) / polls
+    seconds = []
+    for _ in range(count):
+        start = time.perf_counter()
+        trainer.checkpoint(0, 1)
+        seconds.append(time.perf_counter() - start)
+    step = newest(trainer.run_dir / "checkpoints")  # under torchrun only rank 0 writes
+    return {
+        "check_us": round(poll_s * 1e6, 3),
+        "snapshot_s": [round(x, 3) for x in seconds],
+        "snapshot_median_s": round(statistics.median(seconds), 3),
+        "snapshot_mb": round(sum(p.stat().st_size for p in step.iterdir()) / 2**20, 1) if step else 0.0,
+    }
+
+
+def bench_training(cfg: Config, *, steps: int = 40, warmup: int = 5, repeats: int = 3, snapshots: int = 0) -> dict:
+    """Measure ``compute``, ``loader`` and ``train`` clips/s for ``cfg`` (see the module docstring);
+    with ``snapshots``, the cost of the step-boundary check and of that many snapshots (``snapshot``)."""
     dist = xdist.init_distributed(cfg.train.device)  # one process: no process group, just the device
     threads = cpu_threads(cfg, dist)
     seed_everything(cfg.seed, threads=threads)
@@ -79,14 +109,15 @@ def bench_training(cfg: Config, *, steps: int = 40, warmup: int = 5, repeats: in
         raise ValueError(f"the training set gives {prep.steps_per_epoch} steps per epoch; ask for fewer")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(prep, dist, Path(tmp))
-        trainer.logger.close()
         batch = next(iter(trainer.loader))
         rates: dict[str, list[float]] = {k: [] for k in KINDS}
         for _ in range(repeats):
             rates["compute"].append(_timed_steps(trainer, itertools.repeat(batch, needed), steps, warmup))
             rates["loader"].append(_loader_rate(trainer, steps, warmup))
             rates["train"].append(_timed_steps(trainer, trainer.loader, steps, warmup))
-    results = [TrainBenchResult(k, v) for k, v in rates.items()]
+        costs = _snapshot_costs(trainer, batch, snapshots) if snapshots else None
+        trainer.logger.close()
+    results = [TrainBenchResult(k, v) for k, v in rates.items() if v]
     med = {r.kind: r.median for r in results}
     return {
         "settings": {
@@ -98,5 +129,6 @@ def bench_training(cfg: Config, *, steps: int = 40, warmup: int = 5, repeats: in
         },
         "clips_per_s": {r.kind: [round(x, 1) for x in r.clips_per_s] for r in results},
         "median": {k: round(v, 1) for k, v in med.items()},
-        "train_over_compute": round(med["train"] / med["compute"], 3),
+        "train_over_compute": round(med["train"] / med["compute"], 3) if med else None,
+        "snapshot": costs,
     }  # fmt: skip

@@ -15,7 +15,7 @@ import os
 import sys
 
 from xvit.engine.timing import mark_command_start
-from xvit.errors import UserError
+from xvit.errors import EXIT_STOPPED, Stopped, UserError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -88,11 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"xvit {args.command}: error: {err}", file=sys.stderr)
         rc = 2
+    except Stopped as err:  # a stop signal: the run wrote a snapshot of its step (xvit.engine.preempt)
+        if str(err):
+            print(err, file=sys.stderr, flush=True)
+        rc = EXIT_STOPPED
     except KeyboardInterrupt:
         print(f"xvit {args.command}: interrupted", file=sys.stderr)
         return 130
-    if as_program and args.command in FAST_EXIT:
-        exit_now(rc)
+    if as_program and (args.command in FAST_EXIT or rc == EXIT_STOPPED):
+        exit_now(rc)  # a stopped run: within its grace period, and before torchrun ends it for a rank that left
     return rc
 
 

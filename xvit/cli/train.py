@@ -15,7 +15,7 @@ import yaml
 
 from xvit.engine.config import load_config, shipped_configs
 from xvit.engine.train import check_model_names, train
-from xvit.errors import PeerFailure
+from xvit.errors import EXIT_STOPPED, PeerFailure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="config overrides with dotted keys and YAML values, e.g. optim.lr=0.01 train.epochs=5",
     )
     parser.epilog = (
-        "DDP: torchrun --nproc_per_node=N -m xvit train ... (train.batch_size is per process). See docs/training.md."
+        "DDP: torchrun --nproc_per_node=N -m xvit train ... (train.batch_size is per process). "
+        f"SIGTERM, SIGINT and SIGUSR1 (train.stop_signals) stop a run after a snapshot, exit status {EXIT_STOPPED}. "
+        "See docs/training.md."
     )
 
 

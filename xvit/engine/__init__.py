@@ -5,5 +5,6 @@
 with), ``loop`` (``train_one_epoch``), ``optim`` / ``mixup`` (the paper's §4 recipes),
 ``evaluate`` / ``metrics`` / ``reports`` (multi-view testing), ``predict`` (video files),
 ``checkpoint`` (weights + ``CheckpointMeta``, ``load_model``), ``resume`` (training state),
-``distributed`` (``torchrun`` DDP), ``runtime`` (device, dtypes, seeds, threads).
+``distributed`` (``torchrun`` DDP), ``preempt`` (stop signals, the snapshot clock), ``runtime``
+(device, dtypes, seeds, threads).
 """

@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import importlib.resources
 import re
+import signal
 import types
 import typing
 from dataclasses import dataclass, field
@@ -105,6 +106,9 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms + fixed sampler order + seeded workers
     resume: str = "auto"  # auto (continue from run_dir's checkpoint) | never | path to a checkpoint or run dir
     ckpt_every_steps: int = 0  # also checkpoint every N optimizer steps (0: only every epoch)
+    ckpt_every_minutes: float = 30.0  # also checkpoint when this many minutes passed since the last one (0: off)
+    # signals that make the run finish its step, write a checkpoint and exit with status 75 ([]: none)
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"])
     keep_epoch_ckpts: bool = False  # keep checkpoints/epoch_NNN.safetensors for every epoch
     log_every_steps: int = 20  # metrics.jsonl / TensorBoard step logging interval
     progress: bool = True  # tqdm progress bar (rank 0)
@@ -415,6 +419,7 @@ def validate_config(cfg: Config) -> None:
             raise UserError(f"{key}={value} must be positive")
     for key, value in {
         "train.ckpt_every_steps": cfg.train.ckpt_every_steps,
+        "train.ckpt_every_minutes": cfg.train.ckpt_every_minutes,
         "eval.every": cfg.eval.every,
         "optim.warmup_epochs": cfg.optim.warmup_epochs,
         "data.num_workers": cfg.data.num_workers,
@@ -434,3 +439,19 @@ def validate_config(cfg: Config) -> None:
     if len(cfg.data.short_side_range) != 2:
         raise UserError(f"data.short_side_range needs [min, max], got {cfg.data.short_side_range}")
     parse_views(cfg.eval.views, key="eval.views")
+    for name in cfg.train.stop_signals:
+        if signal_number(name) is None:
+            raise UserError(
+                f"train.stop_signals: {name!r} is not a signal a process can catch; use names such as "
+                "SIGTERM, SIGINT, SIGUSR1 (or [] for none)"
+            )
+
+
+def signal_number(name: str) -> int | None:
+    """The number of a signal name (``SIGTERM`` or ``TERM``, any case) that a handler can catch, else None."""
+    name = name.strip().upper()
+    try:
+        sig = signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except KeyError:
+        return None
+    return None if sig in (signal.SIGKILL, signal.SIGSTOP) else int(sig)

@@ -13,6 +13,11 @@ Failure is bounded: collectives time out after ``timeout_s`` (``train.dist_timeo
 data, the frame cache; ``wait_timeout_s``). Every rank publishes a heartbeat and its progress in
 the rendezvous store, so that when a collective fails the survivors can say which rank died (no
 heartbeat) or hung (behind the others): ``describe_peers``, used by ``peer_failure``.
+
+A second gloo group (``control_group``) carries the step-boundary agreement on stop signals and
+snapshots (``xvit.engine.preempt``). ``on_main`` runs a write on rank 0 and raises an error it
+meets on every rank. A group that torchrun restarted (``--max-restarts``) gets a fresh namespace
+of torchrun's store (``_restart_store``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +37,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from xvit.engine.runtime import resolve_device
+from xvit.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,7 @@ def _env_int(name: str, default: int) -> int:
 
 HEARTBEAT_S = 2.0  # seconds between two heartbeats of a rank
 _wait_group: Any = None  # gloo group with the long timeout of barrier(wait=True)
+_control_group: Any = None  # gloo group of the step-boundary agreement (xvit.engine.preempt.StepGate)
 _progress = 0  # this rank's progress counter (published with set_progress)
 
 
@@ -62,7 +69,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 120.0, wait_timeou
     ``wait_timeout_s``: the same for joining the group (ranks start at different times) and for
     ``barrier(wait=True)``.
     """
-    global _wait_group
+    global _wait_group, _control_group
     world = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     use_cuda = resolve_device(device, "train.device").type == "cuda"
@@ -79,8 +86,10 @@ def init_distributed(device: str = "auto", timeout_s: float = 120.0, wait_timeou
             world_size=world,
             timeout=datetime.timedelta(seconds=wait_timeout_s),
             device_id=dev if use_cuda else None,
+            store=_restart_store(rank, world, wait_timeout_s),
         )
         _wait_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=wait_timeout_s))
+        _control_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
         set_timeout = getattr(dist, "set_timeout", None) or dist.distributed_c10d._set_pg_timeout
         set_timeout(datetime.timedelta(seconds=timeout_s))  # then every collective of the run is bounded
         _start_heartbeat(rank)
@@ -88,12 +97,50 @@ def init_distributed(device: str = "auto", timeout_s: float = 120.0, wait_timeou
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=dev)
 
 
+def _restart_store(rank_: int, world: int, timeout_s: float) -> Any:
+    """A fresh namespace of torchrun's store for a worker group torchrun restarted; None: ``env://``.
+
+    torchrun (c10d rendezvous) keeps one store for the whole job, and a restarted group finds the
+    keys of the previous attempt in it: a rank can read the address that a dead rank published
+    and fail to connect (pytorch/pytorch#135712; seen here one restart in three). On one node every
+    worker has the same ``TORCHELASTIC_RESTART_COUNT``, so each attempt gets its own prefix. Across
+    nodes the counts can differ (each agent counts its own restarts); there a warning says to
+    launch with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a new store for every attempt).
+    """
+    attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    if _env_int("GROUP_WORLD_SIZE", 1) > 1:
+        if rank_ == 0 and _env_int("TORCHELASTIC_MAX_RESTARTS", 0) > 0:
+            log.warning(
+                "torchrun --max-restarts on %s nodes: a restarted job can fail to connect (torchrun's shared "
+                "store keeps the previous attempt's addresses); launch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1",
+                os.environ["GROUP_WORLD_SIZE"],
+            )
+        return None
+    if attempt == 0:
+        return None
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=False,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
+    return dist.PrefixStore(f"xvit/attempt_{attempt}/", store)
+
+
 def cleanup() -> None:
     """Destroy the process group if one was started."""
-    global _wait_group
+    global _wait_group, _control_group
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-    _wait_group = None
+    _wait_group = _control_group = None
+
+
+def control_group() -> Any:
+    """The gloo group of the step-boundary agreement (``xvit.engine.preempt``); None in one process."""
+    return _control_group if is_dist() else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,6 +299,22 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_main(write: Callable[[], None]) -> None:
+    """Run ``write`` on rank 0 while the other ranks wait; a ``UserError`` it raises (a save that
+    failed: ``xvit.engine.snapshot.SaveError``) is raised on every rank, so all stop alike."""
+    error: UserError | None = None
+    if is_main():
+        try:
+            write()
+        except UserError as err:
+            error = err
+    message = all_gather_object(None if error is None else str(error))[0] if is_dist() else None
+    if error is not None:
+        raise error
+    if message is not None:
+        raise UserError(message)
 
 
 def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:

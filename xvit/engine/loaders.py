@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from xvit.data.datasets import collate_views
 from xvit.engine import distributed as xdist
+from xvit.engine.preempt import worker_init
 from xvit.engine.prepare import Prepared
 
 
@@ -110,6 +111,7 @@ def make_train_loader(
         pin_memory=dist.device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),
         collate_fn=collate_train,
+        worker_init_fn=worker_init(cfg.train.stop_signals),  # workers outlive a signalled process group
     )  # not the global generator
     return SkipReporting(loader, on_skip), sampler, dataset
 
@@ -128,4 +130,5 @@ def make_val_loader(prep: Prepared, dist: xdist.DistInfo) -> DataLoader | None:
         num_workers=workers,
         collate_fn=collate_views,
         pin_memory=dist.device.type == "cuda",
+        worker_init_fn=worker_init(cfg.train.stop_signals),
     )

@@ -88,6 +88,7 @@ def make_state(
     skipped: list[dict] | None = None,
     metrics_bytes: int = -1,
     epoch_sums: list[dict | None] | None = None,
+    eval_pending: bool = False,
 ) -> dict[str, Any]:
     """The dict stored in ``last.state.pt``.
 
@@ -96,7 +97,8 @@ def make_state(
     training time so far (seconds, over all sessions of the run); ``skipped`` the skip ledger's
     entries (``xvit.engine.ledger``); ``metrics_bytes`` the size of ``metrics.jsonl`` at this
     checkpoint (a resumed run cuts off what a killed one appended after it; -1: unknown);
-    ``epoch_sums`` each rank's running loss / accuracy sums of the epoch in progress.
+    ``epoch_sums`` each rank's running loss / accuracy sums of the epoch in progress; ``eval_pending``:
+    a stop signal cut short the evaluation due after this epoch, which a resumed run does first.
     """
     return {
         "version": STATE_VERSION,
@@ -116,6 +118,7 @@ def make_state(
         "skipped": list(skipped or []),
         "metrics_bytes": int(metrics_bytes),
         "epoch_sums": [dict(s) if s else {} for s in (epoch_sums or [])],
+        "eval_pending": bool(eval_pending),
     }
 
 

@@ -25,19 +25,28 @@ at any moment leaves at least one. ``remove_leftovers`` (at the start of a run) 
 interrupted saves left (temporary files and directories). ``newest`` is what resume reads: the
 complete step directory with the highest step (``latest`` is not trusted on its own: a kill
 between 2 and 4 leaves it one step behind). Files get the permissions of the process's umask.
+
+A save that fails (a full disk, a permission, an I/O error) raises ``SaveError``, a one-line
+``UserError`` naming the path, the error and the free space: the temporary directory is removed
+first, so the previous checkpoint and the folder are as they were (after 2, the new checkpoint
+is complete and the message says so). The run stops there rather than retrying: a full disk or a
+read-only folder stays so, and a retry would only repeat the write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from xvit.errors import UserError
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -134,6 +143,39 @@ def remove_leftovers(folder: Path) -> list[str]:
     return removed
 
 
+class SaveError(UserError):
+    """A checkpoint or another file of a run could not be written (see the module docstring)."""
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown space"
+    return f"{free / 2**30:.1f} GiB" if free >= 2**30 else f"{free / 2**20:.0f} MiB"
+
+
+def save_failed(path: Path, err: OSError, folder: Path) -> SaveError:
+    """The one-line error of a failed write of ``path`` (a file or step directory in ``folder``)."""
+    kept = newest(folder)
+    what = f"the newest complete checkpoint, {kept}, is intact" if kept else "no earlier checkpoint exists"
+    return SaveError(
+        f"could not write {path}: {err.strerror or err} (errno {err.errno}), {_free_space(folder)} free in {folder}; "
+        f"{what} and the run directory is consistent. The run stops: free space (or fix the permissions), "
+        "then run the same command again to continue from that checkpoint"
+    )
+
+
+@contextlib.contextmanager
+def saving(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` inside the block (writing ``path``) into a ``SaveError``."""
+    path = Path(path)
+    try:
+        yield
+    except OSError as err:
+        raise save_failed(path, err, path.parent) from None
+
+
 def _write_model(path: Path, write_model: Callable[[Path], None]) -> None:
     write_model(path)
     fsync_file(path)
@@ -181,18 +223,25 @@ def commit(folder: str | Path, step: int, write_model: Callable[[Path], None], s
 
     ``write_model(path)`` writes the weights file (``xvit.engine.checkpoint.save_model``);
     ``state`` is the training state (``xvit.engine.resume.make_state``), saved with ``torch.save``.
+    A failed write raises ``SaveError`` and leaves no temporary directory behind.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with saving(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     final = folder / _free_name(folder, step)
     tmp = folder / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    _write_model(tmp / MODEL_FILE, write_model)
-    _write_state(tmp / STATE_FILE, state)
-    _publish(tmp, final)
-    _link_last(final / MODEL_FILE, folder / LAST_WEIGHTS)
-    _set_latest(folder, final.name)
-    _prune(folder, keep=final)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_model(tmp / MODEL_FILE, write_model)
+        _write_state(tmp / STATE_FILE, state)
+        _publish(tmp, final)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise save_failed(final, err, folder) from None
+    with saving(folder / LATEST):  # the checkpoint is complete; only what points at it may be stale
+        _link_last(final / MODEL_FILE, folder / LAST_WEIGHTS)
+        _set_latest(folder, final.name)
+        _prune(folder, keep=final)
     return final

@@ -1,6 +1,7 @@
 """``train(cfg)``: the training job of ``xvit train`` — one model, or a model and the models it is
 compared with (``compare``), each trained and evaluated the same way in ``run_dir/<name>``, then a
 side-by-side table (``summary.md`` / ``summary.json``). Under ``torchrun`` every process runs it.
+While a model trains, ``train.stop_signals`` stop the job after a snapshot (``xvit.engine.preempt``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from pathlib import Path
 import torch
 
 from xvit.engine import distributed as xdist
+from xvit.engine import preempt
 from xvit.engine.config import Config, save_config
 from xvit.engine.prepare import cpu_threads, prepare
 from xvit.engine.runtime import seed_everything
 from xvit.engine.snapshot import remove_leftovers
 from xvit.engine.summary import write_summary
 from xvit.engine.trainer import Trainer
-from xvit.errors import PeerFailure
+from xvit.errors import PeerFailure, Stopped
 from xvit.models.registry import check_model_name
 
 log = logging.getLogger("xvit.train")
@@ -31,13 +33,14 @@ def train(cfg: Config) -> list[dict]:
     afterwards, for in-process callers (tests, notebooks).
     A collective that fails under DDP (a rank died or hung for ``train.dist_timeout_s``) becomes
     a ``PeerFailure`` (a ``UserError``) naming that rank; the process group is then left as it is (destroying a broken
-    group can block) and the process exits.
+    group can block) and the process exits. A stop signal (``train.stop_signals``) ends the job with
+    ``xvit.errors.Stopped`` once the run's snapshot is written.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     info = xdist.init_distributed(cfg.train.device, timeout_s=cfg.train.dist_timeout_s)
-    broken = False
+    broken, signals = False, preempt.StopSignals()
     try:
-        return train_all(cfg, info)
+        return train_all(cfg, info, signals)
     except Exception as err:
         if not xdist.is_peer_failure(err):
             raise
@@ -46,6 +49,7 @@ def train(cfg: Config) -> list[dict]:
     finally:
         if not broken:
             xdist.cleanup()
+        signals.restore()  # after a stop they stayed ignored through the teardown above
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
@@ -57,21 +61,23 @@ def check_model_names(cfg: Config) -> None:
         check_model_name(name, f"compare[{i}]")
 
 
-def train_all(cfg: Config, dist: xdist.DistInfo) -> list[dict]:
+def train_all(cfg: Config, dist: xdist.DistInfo, signals: preempt.StopSignals | None = None) -> list[dict]:
     """Train ``cfg.model.name`` then each ``cfg.compare`` model; write and print the summary; return results.
 
     A compared model is trained exactly as the main one (data, recipe, seed, budget) but built with
     its family's defaults: ``model.options`` (head, mixing, ...) belong to ``model.name`` only, so
-    a frame-ViT baseline stays a frame ViT.
+    a frame-ViT baseline stays a frame ViT. A stop signal ends the job with ``Stopped`` (after the
+    run's snapshot); ``train.stop_after_steps`` ends it with a result that has ``stopped``.
     """
     check_model_names(cfg)
+    signals = signals or preempt.StopSignals()
     if not cfg.compare:
-        return [train_model(cfg, dist)]
+        return [_raise_if_signalled(train_model(cfg, dist, signals=signals), cfg, dist)]
     results = []
     for i, name in enumerate([cfg.model.name, *cfg.compare]):
         model = dataclasses.replace(cfg.model, name=name, options=dict(cfg.model.options) if i == 0 else {})
         sub = dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[], model=model)
-        results.append(train_model(sub, dist, top_config=cfg))
+        results.append(_raise_if_signalled(train_model(sub, dist, top_config=cfg, signals=signals), cfg, dist))
         if results[-1].get("stopped"):  # train.stop_after_steps: the whole job stops, as if killed
             return results
     if dist.rank == 0:
@@ -81,8 +87,29 @@ def train_all(cfg: Config, dist: xdist.DistInfo) -> list[dict]:
     return results
 
 
-def train_model(cfg: Config, dist: xdist.DistInfo, top_config: Config | None = None) -> dict:
-    """Prepare (all checks), create the run directory, train, evaluate; return the run's results."""
+def _raise_if_signalled(result: dict, cfg: Config, dist: xdist.DistInfo) -> dict:
+    """``Stopped`` with the line that says where the snapshot is and how to continue (rank 0's), if a
+    stop signal ended the run; else ``result``."""
+    if not result.get("signal"):
+        return result
+    config = Path(cfg.run_dir).expanduser() / "config.yaml"
+    raise Stopped(
+        f"xvit train: stopped by {preempt.signal_name(result['signal'])} after global step {result['global_step']} "
+        f"of {result['model']}; snapshot {result['snapshot']}; to continue, run the same command again "
+        f"(or: xvit train --config {config} --resume)"
+        if dist.rank == 0
+        else ""
+    )
+
+
+def train_model(
+    cfg: Config, dist: xdist.DistInfo, top_config: Config | None = None, signals: preempt.StopSignals | None = None
+) -> dict:
+    """Prepare (all checks), create the run directory, train, evaluate; return the run's results.
+
+    The stop signals are caught while the model trains (``signals`` records them); before that,
+    during the checks and the data preparation, a signal ends the process as it always did.
+    """
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cpu_threads(cfg, dist))
     prep = prepare(cfg, dist)
     run_dir = Path(cfg.run_dir).expanduser()
@@ -95,4 +122,7 @@ def train_model(cfg: Config, dist: xdist.DistInfo, top_config: Config | None = N
         if top_config is not None:
             save_config(top_config, run_dir.parent / "config.yaml")
     xdist.barrier()
-    return Trainer(prep, dist, run_dir).fit()
+    signals = signals or preempt.StopSignals()
+    with preempt.catch_stop_signals(signals, cfg.train.stop_signals):
+        trainer = Trainer(prep, dist, run_dir, signals)
+        return trainer.fit()

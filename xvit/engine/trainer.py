@@ -6,7 +6,8 @@ A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/`` (o
 of weights + training state, committed atomically by ``xvit.engine.snapshot``; ``last`` / ``best``
 safetensors with their ``CheckpointMeta``), ``tb/`` (TensorBoard), ``metrics.jsonl`` and
 ``results.json``. Under ``torchrun`` it runs DDP; only rank 0 writes. Unreadable videos go to
-the run's skip ledger (``xvit.engine.ledger``).
+the run's skip ledger (``xvit.engine.ledger``). A stop signal or the snapshot clock is decided at
+step boundaries by ``xvit.engine.preempt.StepGate``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from xvit.engine import distributed as xdist
-from xvit.engine import snapshot
+from xvit.engine import preempt, snapshot
 from xvit.engine.checkpoint import CheckpointMeta, save_model, write_model
 from xvit.engine.evaluate import evaluate
 from xvit.engine.ledger import SkipLedger
@@ -47,7 +48,8 @@ log = logging.getLogger("xvit.train")
 class Trainer:
     """Owns model, optimizer, schedule, loaders and logger of one run; ``fit()`` trains and evaluates it."""
 
-    def __init__(self, prep: Prepared, dist: xdist.DistInfo, run_dir: Path):
+    def __init__(self, prep: Prepared, dist: xdist.DistInfo, run_dir: Path, signals: preempt.StopSignals | None = None):
+        """``signals``: the stop requests this process receives (``xvit.engine.preempt.catch_stop_signals``)."""
         cfg, t, o = prep.cfg, prep.cfg.train, prep.cfg.optim
         self.prep, self.cfg, self.dist, self.run_dir = prep, cfg, dist, run_dir
         self.main = dist.rank == 0
@@ -92,6 +94,7 @@ class Trainer:
         self.finished = False
         self.metrics_bytes: int | None = 0  # metrics.jsonl as the resumed checkpoint saw it (0: a fresh start)
         self.epoch_sums: dict | None = None  # this rank's running loss / acc sums of the epoch in progress
+        self.eval_pending = False  # a stop cut short the evaluation after the last epoch: run it first
         if prep.resume is not None:
             self._restore(*prep.resume)
         else:  # each rank its own stream (mixup, dropout); the weights were initialised identically
@@ -102,10 +105,11 @@ class Trainer:
             run_dir,
             enabled=self.main,
             tensorboard=t.tensorboard,
-            purge_step=self.scheduler.last_step if prep.resume else None,
+            purge_step=self.scheduler.last_step + 1 if prep.resume else None,  # its own step was logged before it
             truncate_to=self.metrics_bytes,
         )
         self.session_start, self.eval_seconds = time.perf_counter(), 0.0
+        self.gate = preempt.StepGate(signals, t.ckpt_every_minutes)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -135,33 +139,36 @@ class Trainer:
         All ranks take part: their RNG states and skip ledgers are gathered; rank 0 writes.
         """
         gathered = xdist.all_gather_object({"rng": rng_state(), "sums": self.epoch_sums})
-        rngs = [g["rng"] for g in gathered]
         self._merge_ledgers()
-        if self.main:
-            folder = self.run_dir / "checkpoints"
-            meta = self._meta(epoch)
-            state = make_state(
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                scaler=self.scaler,
-                epoch=epoch,
-                step_in_epoch=step_in_epoch,
-                global_step=self.scheduler.last_step,
-                best_top1=self.best_top1,
-                rng=rngs,
-                world_size=self.dist.world_size,
-                global_batch=self.global_batch,
-                finished=self.finished,
-                elapsed_s=self.elapsed(),
-                train_acc=self.train_acc,
-                skipped=self.ledger.to_list(),
-                metrics_bytes=self.logger.tell(),
-                epoch_sums=[g["sums"] for g in gathered],
-            )
-            snapshot.commit(folder, self.scheduler.last_step, lambda p: write_model(p, self.model, meta), state)
-            if self.cfg.train.keep_epoch_ckpts and step_in_epoch == 0:
-                save_model(folder / f"epoch_{epoch:03d}.safetensors", self.model, meta)
-        xdist.barrier()
+        xdist.on_main(lambda: self._write_checkpoint(epoch, step_in_epoch, gathered))  # a failed save stops all
+        self.gate.saved()
+
+    def _write_checkpoint(self, epoch: int, step_in_epoch: int, gathered: list[dict]) -> None:
+        folder = self.run_dir / "checkpoints"
+        meta = self._meta(epoch)
+        state = make_state(
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            epoch=epoch,
+            step_in_epoch=step_in_epoch,
+            global_step=self.scheduler.last_step,
+            best_top1=self.best_top1,
+            rng=[g["rng"] for g in gathered],
+            world_size=self.dist.world_size,
+            global_batch=self.global_batch,
+            finished=self.finished,
+            elapsed_s=self.elapsed(),
+            train_acc=self.train_acc,
+            skipped=self.ledger.to_list(),
+            metrics_bytes=self.logger.tell(),
+            epoch_sums=[g["sums"] for g in gathered],
+            eval_pending=self.eval_pending,
+        )
+        snapshot.commit(folder, self.scheduler.last_step, lambda p: write_model(p, self.model, meta), state)
+        if self.cfg.train.keep_epoch_ckpts and step_in_epoch == 0:
+            with snapshot.saving(path := folder / f"epoch_{epoch:03d}.safetensors"):
+                save_model(path, self.model, meta)
 
     def _restore(self, weights: Path, state_path: Path) -> None:
         """Load weights, optimizer, schedule, scaler, position, ledger and RNG states from a checkpoint."""
@@ -187,6 +194,7 @@ class Trainer:
         sums = state.get("epoch_sums") or []
         self.epoch_sums = dict(sums[self.dist.rank]) if len(sums) == self.dist.world_size else None
         self.metrics_bytes = None if state.get("metrics_bytes", -1) < 0 else int(state["metrics_bytes"])
+        self.eval_pending = bool(state.get("eval_pending", False))
         self.finished = self.epoch >= self.cfg.train.epochs  # train.epochs may have been raised since
         if len(state["rng"]) == self.dist.world_size:
             set_rng_state(state["rng"][self.dist.rank])
@@ -249,17 +257,25 @@ class Trainer:
             return results
         self._log_start()
         try:
+            if self.eval_pending and self._evaluate_and_checkpoint() is None:
+                return self._stopped()
             while self.epoch < t.epochs:
                 stats = self._train_epoch()
                 if stats["stopped"]:
-                    return {"model": cfg.model.name, "stopped": True, "global_step": self.scheduler.last_step}
+                    return self._stopped()
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 self.finished = self.epoch >= t.epochs
                 if cfg.eval.every and self.epoch % cfg.eval.every == 0 and not self.finished:
-                    self.evaluate()
-                self.checkpoint(self.epoch, 0)
+                    if self._evaluate_and_checkpoint() is None:
+                        return self._stopped()
+                else:
+                    self.checkpoint(self.epoch, 0)
+                if self.gate.settle().stop:  # a signal during the epoch's last step
+                    return self._stopped()
             train_time = self.elapsed()
             res = self.evaluate() if cfg.eval.enabled else {}
+            if res is None:
+                return self._stopped()
             run = {
                 "run_dir": self.run_dir,
                 "epochs": t.epochs,
@@ -280,11 +296,23 @@ class Trainer:
                 pairs=self.prep.pairs,
             )
             if self.main:
-                results_path.write_text(json.dumps(results, indent=2) + "\n")
+                with snapshot.saving(results_path):
+                    results_path.write_text(json.dumps(results, indent=2) + "\n")
                 print_run(results)
             return results
         finally:
             self.logger.close()
+
+    def _evaluate_and_checkpoint(self) -> dict | None:
+        """The evaluation due after an epoch, then the epoch's checkpoint; None when a stop cut the
+        evaluation short (the checkpoint then says it is still to run: ``eval_pending``)."""
+        res = self.evaluate()
+        self.eval_pending = res is None
+        self.checkpoint(self.epoch, 0)
+        return res
+
+    def _stopped(self) -> dict:
+        return self.gate.stopped(self.cfg.model.name, self.scheduler.last_step, self.run_dir / "checkpoints")
 
     def _train_epoch(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
@@ -335,7 +363,8 @@ class Trainer:
         return stats
 
     def _on_step(self, info: dict) -> bool:
-        """Per optimizer step: log, checkpoint every ``ckpt_every_steps``, stop at ``stop_after_steps``."""
+        """Per optimizer step: log; checkpoint every ``ckpt_every_steps``, when the snapshot clock
+        says so, and on a stop signal (then stop); stop at ``stop_after_steps`` (no checkpoint)."""
         t, step = self.cfg.train, info["global_step"]
         self.epoch_sums = info.pop("sums")
         xdist.set_progress(f"finished step {info['step_in_epoch']} of epoch {self.epoch}, global step {step}")
@@ -346,18 +375,24 @@ class Trainer:
             if self.main:
                 log.warning("train.stop_after_steps=%d reached: stopping without a checkpoint (debug)", step)
             return True
-        if t.ckpt_every_steps and step % t.ckpt_every_steps == 0 and info["step_in_epoch"] < self.prep.steps_per_epoch:
+        decision = self.gate.poll()  # at an epoch's last step the epoch's own checkpoint follows
+        mid_epoch = info["step_in_epoch"] < self.prep.steps_per_epoch
+        every = t.ckpt_every_steps and step % t.ckpt_every_steps == 0
+        if mid_epoch and (every or decision.snapshot or decision.stop):
             self.checkpoint(self.epoch, info["step_in_epoch"])
-        return False
+        return bool(decision.stop) and mid_epoch
 
-    def evaluate(self) -> dict:
-        """Multi-view evaluation on the val split (``xvit.engine.evaluate.evaluate``); keeps best.safetensors."""
+    def evaluate(self) -> dict | None:
+        """Multi-view evaluation on the val split (``xvit.engine.evaluate.evaluate``); keeps best.safetensors.
+
+        None when a stop signal cut it short: nothing logged or kept, the RNG states as before it.
+        """
         if self.val_loader is None:
             return {}
-        start = time.perf_counter()
+        start, rng = time.perf_counter(), rng_state()
         res = evaluate(
             self.net,
-            self.val_loader,
+            self.gate.until_stop(self.val_loader),
             num_classes=self.prep.num_classes,
             device=self.dist.device,
             amp_dtype=self.prep.amp_dtype,
@@ -366,6 +401,9 @@ class Trainer:
         )
         res["time_s"] = time.perf_counter() - start
         self.eval_seconds += res["time_s"]
+        if self.gate.stop:
+            set_rng_state(rng)  # a loader draws its workers' base seed from the torch RNG
+            return None
         for i in res["missing"]:  # epoch: the one just trained (0-based), as for training videos
             reason = self.prep.val_set.failure_reason(i)
             self.ledger.add(str(self.prep.val_set.samples[i].path), reason, max(self.epoch - 1, 0), "val")
@@ -387,9 +425,13 @@ class Trainer:
             )
         if self.best_top1 is None or res["top1"] > self.best_top1:
             self.best_top1 = res["top1"]
-            if self.main:
-                save_model(self.run_dir / "checkpoints" / "best.safetensors", self.model, self._meta(self.epoch))
+            best = self.run_dir / "checkpoints" / "best.safetensors"
+            xdist.on_main(lambda: self._save_best(best))
         return res
+
+    def _save_best(self, path: Path) -> None:
+        with snapshot.saving(path):
+            save_model(path, self.model, self._meta(self.epoch))
 
     def _log_start(self) -> None:
         if not self.main:
