@@ -8,7 +8,15 @@ import argparse
 import json
 import sys
 
-from xvit.engine.export import FORMATS, INT8_TOLERANCE, QUANTIZE, TOLERANCE, ExportReport, export_checkpoint
+from xvit.engine.export import (
+    DEFAULT_OPSET,
+    FORMATS,
+    INT8_TOLERANCE,
+    QUANTIZE,
+    TOLERANCE,
+    ExportReport,
+    export_checkpoint,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="output file (default: the checkpoint's path with .onnx / .int8.onnx / .pt2)")
     parser.add_argument("--frames", type=int, help="frames per clip of the export (default: the checkpoint's)")
-    parser.add_argument("--opset", type=int, help="ONNX opset (default: the torch.onnx exporter's)")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset (default {DEFAULT_OPSET}: attention as one op; 20 for onnxruntime < 1.23)",
+    )
     parser.add_argument("--video", help="video for the real-clip check (default: a generated H.264 clip)")
     parser.add_argument(
         "--tolerance", type=float, default=TOLERANCE, help=f"max |logit difference| allowed (default {TOLERANCE})"
