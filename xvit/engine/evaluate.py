@@ -24,13 +24,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from xvit.data.datasets import build_dataset, collate_views
-from xvit.data.synthetic import REVERSED_PAIRS
 from xvit.data.video import DEFAULT_DECODER
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import CheckpointMeta
 from xvit.engine.distributed import ShardSampler
 from xvit.engine.metrics import ScoreAccumulator, aggregate_views, pair_order_accuracy
-from xvit.engine.prepare import resolve_pairs
 from xvit.engine.runtime import unwrap
 from xvit.errors import UserError
 from xvit.progress import progress_bar
@@ -218,6 +216,9 @@ def reversed_pairs(meta: CheckpointMeta, names: list[str]) -> list[tuple[int, in
     """Time-reversed label pairs among the model's classes ``names``, for pair order accuracy: the
     training config's ``eval.reversed_pairs``, else the built-in benchmark's pairs whose two classes
     the model has (none for other data)."""
+    from xvit.data.synthetic import REVERSED_PAIRS  # these two import the model code and the scene
+    from xvit.engine.prepare import resolve_pairs  # generator: not on xvit predict's import path
+
     configured = ((meta.train.get("config") or {}).get("eval") or {}).get("reversed_pairs")
     if configured:
         try:

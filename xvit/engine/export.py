@@ -11,8 +11,8 @@ Each export carries what a consumer needs without xvit, as JSON (``EXPORT_KEYS``
 
 ``quantize="int8"`` (ONNX only) writes the fp32 export to a temporary file and quantizes it
 dynamically with onnxruntime's tools (``quantize_onnx``): int8 weights for every linear layer,
-activations quantized per call (``"uint8"``: unsigned weights, slower, exact on CPUs without
-VNNI); the metadata is carried over, with ``QUANT_KEY`` added.
+activations quantized per call (``"uint8"``: unsigned weights, slower, no int16 saturation on
+CPUs without VNNI); the metadata is carried over, with ``QUANT_KEY`` added.
 
 Verification (``verify_export``): the file as written is loaded back and run on a random clip
 (batch 2) and on the views of a real decoded video (an H.264 clip generated for the purpose, or
@@ -62,13 +62,13 @@ TOLERANCE = 1e-4  # max |logit difference| allowed between an export and eager P
 # int8 / uint8: max |difference| of the class probabilities (softmax of the logits, what xvit
 # predict prints) from eager PyTorch's. The graph itself is checked at TOLERANCE in the fp32 file
 # it is quantized from; this bounds what quantization changes, in units that mean the same for
-# every model (logits scale with the model; probabilities do not). Measured: <= 0.012 on the check
-# clips and <= 0.06 on the worst of 84 val clips for the main job's X-ViT (int8, this AVX2 CPU),
-# < 0.001 for a random nano X-ViT, while that trained model with the mixing left out of one block
-# moves probabilities by 0.8 (docs/deployment.md). Accuracy is measured on data, not here.
+# every model (logits scale with the model; probabilities do not). Measured for the main job's
+# X-ViT (int8, this AVX2 CPU): 0.003 on the check clips, 0.058 on the worst of 84 val clips; < 0.001
+# for a random nano X-ViT; while that trained model with the mixing left out of one block moves
+# them by 0.86 (docs/deployment.md). Accuracy is measured on data, not here.
 INT8_TOLERANCE = 0.1
 FP32_RUNTIME = "onnxruntime (CPU)"  # the fp32 check's runtime name
-QUANT_OPS = ("MatMul",)  # the op types quantize_dynamic quantizes: every linear layer on tokens
+QUANT_OPS = ("MatMul",)  # what quantize_dynamic quantizes: every linear layer (the head's Gemms become MatMuls)
 
 
 def quant_text(quantize: str) -> str:
@@ -76,7 +76,7 @@ def quant_text(quantize: str) -> str:
     return (
         f"{quantize} dynamic (onnxruntime.quantization.quantize_dynamic): MatMul weights {quantize} "
         f"({QUANTIZE[quantize]}, one scale per tensor), their activations quantized to uint8 per call; "
-        "attention products, conv, norms, softmax and the final classifier (Gemm) in fp32"
+        "attention products, conv, norms and softmax in fp32"
     )
 
 
@@ -203,12 +203,12 @@ def quantize_onnx(src: str | Path, dst: str | Path, metadata: dict[str, str], qu
     ``QUANT_KEY`` go into its ``metadata_props`` (quantize_dynamic does not keep them).
 
     ``onnxruntime.quantization.quantize_dynamic`` with ``QUANTIZE[quantize]`` weights (one scale
-    per tensor) for the MatMul ops, i.e. every linear layer applied to tokens (qkv, output
-    projection, MLP; in the blocks and the head's temporal block): onnxruntime runs each as one
-    DynamicQuantizeMatMul that quantizes its input to uint8 from that call's range. The attention
-    products (two activations), the patch-embedding conv, the head's two final linears (Gemm),
-    norms and softmax stay fp32. Per-channel weight scales, ``reduce_range``, quantizing the conv
-    too and onnxruntime's pre-processing (``quant_pre_process``) were each slower, or changed more
+    per tensor) for every linear layer: qkv, output projection and MLP of the blocks and of the
+    head's temporal block, and the head's two final linears (54 in X-ViT ViT-Tiny and ViT-B).
+    onnxruntime runs each as one DynamicQuantizeMatMul that quantizes its input to uint8 from
+    that call's range. The attention products (two activations), the patch-embedding conv, norms
+    and softmax stay fp32. Per-channel weight scales, ``reduce_range``, quantizing the conv too and
+    onnxruntime's pre-processing (``quant_pre_process``) were each slower, or changed more
     predictions, here (docs/deployment.md).
     """
     onnx = require("onnx")

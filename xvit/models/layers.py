@@ -178,7 +178,7 @@ class Attention(nn.Module):
     (``mix_kv_``); ``False`` selects the out-of-place reference (``mix_kv``), which is also what
     runs under ``torch.compile`` tracing. Both give the same outputs and gradients. ``export_form``
     (set by the exporter, ``VideoModel.set_export_form``) computes the mixing as slices and
-    concatenation (``shift_cat``), the form an exported graph runs fastest with no scatter ops.
+    concatenation (``shift_cat``), which a traced graph holds without scatter ops.
     """
 
     def __init__(
