@@ -197,3 +197,41 @@ def test_eval_frames_mismatch_and_bad_paths(tmp_path, capsys):
     assert "missing.safetensors" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(ckpt), "--views", "2y3"]) == 2
     assert "2y3" in capsys.readouterr().err
+
+
+def test_eval_runs_onnx_exports_and_bench_deploy_measures_what_int8_costs(run, tmp_path, capsys):
+    """``xvit bench-deploy --accuracy``: the checkpoint, its fp32 and its int8 export evaluated on the
+    same videos; ``xvit eval --model`` on the files it wrote gives the same figures."""
+    ckpt, _ = run
+    work, doc_path = tmp_path / "deploy", tmp_path / "accuracy.json"
+    args = ["bench-deploy", "--accuracy", str(ckpt), "--out-dir", str(work), "--json", str(doc_path)]
+    assert main(args) == 0
+    assert "| onnxruntime int8 |" in capsys.readouterr().out
+    doc = json.loads(doc_path.read_text())
+    eager, fp32, int8 = doc["rows"]
+    assert [r["runtime"] for r in doc["rows"]] == ["PyTorch eager", "onnxruntime fp32", "onnxruntime int8"]
+    assert all(r["num_videos"] == 4 for r in doc["rows"]) and doc["views"] == "1x3"
+    assert fp32["top1"] == eager["top1"] and fp32["same_prediction"] == 100.0
+    assert int8["size_bytes"] < fp32["size_bytes"] and doc["checks"]["onnxruntime int8"]["max_prob_diff"] > 0
+    for name, row in (("best.onnx", fp32), ("best.int8.onnx", int8)):
+        out = tmp_path / name
+        assert main(["eval", "--model", str(work / name), "--workers", "0", "--no-progress", "--out", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["top1"] == pytest.approx(row["top1"], abs=1e-3) and metrics["num_missing"] == 1
+    assert "top-1" in capsys.readouterr().out
+    assert main(["eval", "--model", str(work / "best.onnx"), "--device", "cuda"]) == 2
+    assert "onnxruntime on the CPU" in capsys.readouterr().err
+
+
+def test_pair_order_accuracy_comes_from_the_config_or_the_built_in_pairs():
+    from xvit.data.clip import ClipSpec
+    from xvit.engine.checkpoint import CheckpointMeta
+    from xvit.engine.evaluate import reversed_pairs
+
+    clip = ClipSpec(num_frames=4, crop_size=32)
+    names = ["still", "moving_right", "moving_left", "approaching", "receding"]
+    configured = {"config": {"eval": {"reversed_pairs": [["still", "receding"]]}}}
+    assert reversed_pairs(CheckpointMeta(model={}, clip=clip, train=configured), names) == [(0, 4)]
+    built_in = reversed_pairs(CheckpointMeta(model={}, clip=clip), names)  # the synthetic benchmark's, by name
+    assert built_in == [(2, 1), (3, 4)]
+    assert reversed_pairs(CheckpointMeta(model={}, clip=clip), CLASSES) == []

@@ -1,6 +1,8 @@
 """``xvit export``: every family and X-ViT option exports to torch.export (pt2) and ONNX, and the
 files, as written and loaded back (onnxruntime for ONNX), agree with eager PyTorch on a random
-clip and on a decoded mp4; the clip spec travels in the file; a failed check removes the file."""
+clip and on a decoded mp4; the ONNX graph holds no scatter op (the mixing is slices + concat);
+the clip spec travels in the file; int8 quantization keeps it and runs in predict; a failed check
+removes the file."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from xvit.cli import main
 from xvit.data.clip import ClipSpec
 from xvit.engine import export as xexport
 from xvit.engine.checkpoint import CheckpointMeta, save_model
-from xvit.engine.onnx_model import CLIP_KEY, MODEL_KEY, OnnxModel, require
+from xvit.engine.onnx_model import CLIP_KEY, INPUT_KEY, MODEL_KEY, OUTPUT_KEY, QUANT_KEY, OnnxModel, require
 from xvit.engine.predict import video_views
 from xvit.errors import UserError
+from xvit.models.layers import Attention, mix_offsets, shift_cat, temporal_shift
 
 CLASSES = ["a", "b", "c", "d", "e"]
 CLIP = ClipSpec(
@@ -38,6 +41,7 @@ CONFIGS = {
     "timesformer": ("timesformer_nano_patch8_32", {}),
     "joint": ("joint_nano_patch8_32", {}),
 }
+SCATTER_OPS = {"Scatter", "ScatterND", "ScatterElements"}  # what slice assignments become in ONNX
 
 
 def build(name: str, options: dict) -> torch.nn.Module:
@@ -70,11 +74,26 @@ def test_every_family_exports_to_pt2_and_onnx_within_tolerance(config, video, tm
     checks = xexport.verify_export(model, runners, inputs)
     assert len(checks) == 4 and all(c.max_diff <= xexport.TOLERANCE for c in checks), checks
     assert ort(inputs["random"][:1]).shape == (1, len(CLASSES))  # dynamic batch, down to 1
-    dims = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert not {n.op_type for n in graph.node} & SCATTER_OPS  # the export form: slices and concatenation
+    dims = graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 4, 32, 32]
+    assert not model.export_form and not any(m.export_form for m in model.modules() if isinstance(m, Attention))
     # the clip spec and the model travel in both files
     assert ort.clip == CLIP and ort.config["name"] == name
     assert ClipSpec.from_dict(json.loads(xexport.read_pt2_metadata(tmp_path / "m.pt2")[CLIP_KEY])) == CLIP
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 8])
+@pytest.mark.parametrize("offsets,fold", [(mix_offsets(1), 3), (mix_offsets(2), 2), ((3, -3), 2), ((1,), 0)])
+def test_shift_cat_is_the_zero_padded_shift(offsets, fold, T):
+    """The export form of the mixing equals the shift training uses, bit for bit, down to clips
+    shorter than an offset (a group all zeros) and an empty fold."""
+    x = torch.randn(2, T, 5, 2, 12)  # (B, T, N, parts, C): the K/V view the mixing shifts
+    y = temporal_shift(x, offsets, fold)
+    torch.testing.assert_close(shift_cat(x, offsets, fold), y, rtol=0, atol=0)
+    for i, off in enumerate(offsets):  # no source frame inside the clip: zeros (was uninitialised memory)
+        assert abs(off) < T or not y[..., i * fold : (i + 1) * fold].any()
 
 
 def test_a_wrong_export_fails_the_check(video):
@@ -107,11 +126,49 @@ def test_export_cli_pt2_json_default_path_and_frames(checkpoint, capsys):
 
 
 def test_export_cli_fails_above_tolerance_and_removes_the_file(checkpoint, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(xexport, "compare", lambda model, run, x: 3e-4)
+    monkeypatch.setattr(xexport, "compare", lambda model, run, x: (3e-4, 0.0, len(x)))
     out = tmp_path / "bad.pt2"
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "pt2", "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert "ABOVE the tolerance" in captured.out and "removed" in captured.err and not out.exists()
+
+
+def test_int8_export_keeps_the_clip_spec_and_predicts_like_the_checkpoint(checkpoint, video, tmp_path, capsys):
+    out = tmp_path / "m.int8.onnx"
+    args = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--quantize", "int8", "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["quantize"] == "int8" and report["size_bytes"] < report["fp32_size_bytes"]
+    runtimes = [c["runtime"] for c in report["checks"]]
+    assert runtimes == ["exported program"] * 2 + ["onnxruntime (CPU)"] * 2 + ["onnxruntime int8 (CPU)"] * 2
+    fp32 = [c for c in report["checks"] if not c["quantized"]]
+    int8 = [c for c in report["checks"] if c["quantized"]]
+    assert all(c["max_diff"] <= xexport.TOLERANCE for c in fp32)  # the graph quantized was checked in fp32
+    assert all(0 < c["prob_diff"] <= report["int8_tolerance"] for c in int8) and report["top1_agree"][1] == 4
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops and not ops & SCATTER_OPS
+    ort = OnnxModel(out)
+    assert ort.clip == CLIP and ort.config["name"] == "xvit_nano_patch8_32" and "QInt8" in ort.quantization
+    props = {p.key for p in onnx.load(str(out)).metadata_props}
+    assert props == {CLIP_KEY, MODEL_KEY, INPUT_KEY, OUTPUT_KEY, QUANT_KEY}  # the fp32 export's metadata, carried over
+    # xvit predict runs it like any ONNX file: same classes, probabilities close to the checkpoint's
+    docs = []
+    for flag, path in (("--checkpoint", checkpoint), ("--model", out)):
+        assert main(["predict", str(video), flag, str(path), "--json", "--topk", "5"]) == 0
+        docs.append(json.loads(capsys.readouterr().out)["results"][0]["predictions"])
+    want, got = ({t["class"]: t["prob"] for t in d} for d in docs)
+    assert set(got) == set(CLASSES) and all(abs(got[c] - want[c]) < 0.02 for c in CLASSES)
+
+
+def test_int8_export_fails_above_its_tolerance(checkpoint, tmp_path, capsys):
+    out = tmp_path / "bad.int8.onnx"
+    args = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--quantize", "int8", "--out", str(out)]
+    assert main([*args, "--int8-tolerance", "1e-6"]) == 1
+    captured = capsys.readouterr()
+    assert "int8: max |logit difference|" in captured.out and "ABOVE the tolerance 1e-06" in captured.out
+    assert "removed" in captured.err and not out.exists()
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "pt2", "--quantize", "int8"]) == 2
+    assert "--format onnx" in capsys.readouterr().err
 
 
 def test_export_errors_are_one_line(checkpoint, tmp_path, capsys, monkeypatch):

@@ -67,9 +67,12 @@ def write_videos(folder: str | Path, specs=VIDEO_SET) -> list[Path]:
     return paths
 
 
-def write_checkpoint(path: str | Path, model_name: str = DEFAULT_MODEL, num_classes: int = 400) -> Path:
-    """A checkpoint of ``model_name`` with random weights and the K400 test pipeline (dense, 1x3 views)."""
-    model = create_model(model_name, num_classes=num_classes)
+def write_checkpoint(
+    path: str | Path, model_name: str = DEFAULT_MODEL, num_classes: int = 400, num_frames: int | None = None
+) -> Path:
+    """A checkpoint of ``model_name`` with random weights and the K400 test pipeline (dense, 1x3 views);
+    ``num_frames``: the model's default (8) unless given."""
+    model = create_model(model_name, num_classes=num_classes, **({"num_frames": num_frames} if num_frames else {}))
     clip = ClipSpec(
         num_frames=model.num_frames, sampling="dense", frame_stride=8, crop_size=model.img_size, views=(1, 3)
     )

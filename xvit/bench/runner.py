@@ -182,13 +182,15 @@ class Runner:
             scaler.update()
 
 
-def worker_main(conn, spec: ModelSpec, cfg: BenchConfig) -> None:
+def worker_main(conn, spec: ModelSpec, cfg: BenchConfig, runner_cls: type | None = None) -> None:
     """Serve ``("load", frames)``, ``("phase", kind, batch, iters)`` and ``("stop",)`` requests;
-    errors (out of memory, a failed compile) are answered as ``{"error": ...}``."""
+    errors (out of memory, a failed compile) are answered as ``{"error": ...}``. ``runner_cls``
+    (default ``Runner``) is what serves them: any class built from ``(spec, cfg)`` whose methods
+    the requests name (``xvit.bench.deploy.RuntimeRunner``)."""
     torch.set_num_threads(cfg.threads)
     if cfg.keep_heap and cfg.device == "cpu":
         memory.keep_freed_memory()
-    runner = Runner(spec, cfg)
+    runner = (runner_cls or Runner)(spec, cfg)
     while True:
         msg = conn.recv()
         if msg[0] == "stop":
@@ -207,9 +209,9 @@ def worker_main(conn, spec: ModelSpec, cfg: BenchConfig) -> None:
 
 class Pool:
     """One worker process per model, started from a fork server that has imported xvit (fast
-    start; no OpenMP or CUDA state is forked)."""
+    start; no OpenMP or CUDA state is forked). ``runner_cls``: see ``worker_main``."""
 
-    def __init__(self, specs: list[ModelSpec], cfg: BenchConfig) -> None:
+    def __init__(self, specs: list[ModelSpec], cfg: BenchConfig, runner_cls: type | None = None) -> None:
         methods = mp.get_all_start_methods()
         ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
@@ -217,7 +219,9 @@ class Pool:
         self.conns, self.procs = {}, {}
         for spec in specs:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(child, spec, cfg), daemon=True, name=f"bench-{spec.label}")
+            proc = ctx.Process(
+                target=worker_main, args=(child, spec, cfg, runner_cls), daemon=True, name=f"bench-{spec.label}"
+            )
             proc.start()
             child.close()
             self.conns[spec.label], self.procs[spec.label] = parent, proc

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-data": ("xvit.cli.bench_data", "measure data-loader clips/s (seek vs full decode, pyav vs torchcodec)"),
     "bench-train": ("xvit.cli.bench_train", "training clips/s: model alone vs data loader vs the real loop"),
     "bench-predict": ("xvit.cli.bench_predict", "where xvit predict's time goes: imports, load, decoding, model"),
+    "bench-deploy": (
+        "xvit.cli.bench_deploy",
+        "deployment figures: eager vs onnxruntime fp32 / int8 vs pt2 (clips/s, export, size, memory; int8 accuracy)",
+    ),
     "reproduce": (
         "xvit.cli.reproduce",
         "the studies: table1 (speed), table2 (TSM vs X-ViT, two regimes), fig1 (test views), "

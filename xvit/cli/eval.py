@@ -1,6 +1,8 @@
-"""``xvit eval --checkpoint CKPT [--views TxS | --views 1x3,2x3,...]``: multi-view testing of a
-checkpoint with its own clip spec (X-ViT paper §4), top-1 / top-5 / mean class accuracy, confusion
-matrix, per-video predictions; a list of views is the supplement's Fig. 1 study (views.csv/md/png).
+"""``xvit eval --checkpoint CKPT | --model FILE.onnx [--views TxS | --views 1x3,2x3,...]``: multi-view
+testing of a checkpoint, or of its ONNX export (fp32 or int8) run by onnxruntime, with its own clip
+spec (X-ViT paper §4), top-1 / top-5 / mean class accuracy (and pair order accuracy on
+time-reversed class pairs), confusion matrix, per-video predictions; a list of views is the
+supplement's Fig. 1 study (views.csv/md/png).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 from xvit.data.clip import parse_view_list
 from xvit.data.video import DECODERS, check_decoder
 from xvit.engine import distributed as xdist
-from xvit.engine.checkpoint import load_checkpoint
+from xvit.engine.checkpoint import CheckpointMeta, load_checkpoint
 from xvit.engine.evaluate import evaluate_checkpoint
 from xvit.engine.reports import write_reports, write_views_table
 from xvit.engine.runtime import resolve_device, resolve_dtype
@@ -23,7 +25,11 @@ from xvit.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``xvit eval``."""
-    parser.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors written by xvit)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="model checkpoint (.safetensors written by xvit)")
+    which.add_argument(
+        "--model", help="an ONNX export (xvit export --format onnx [--quantize int8]), run by onnxruntime on CPU"
+    )
     parser.add_argument("--data-root", help="dataset root (default: the one recorded in the checkpoint)")
     parser.add_argument(
         "--annotations", help="annotation file of the test/val split (default: the checkpoint's val split)"
@@ -63,11 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
     check_decoder(args.decoder)
-    ckpt = Path(args.checkpoint)
-    distributed, device = _init_distributed(resolve_device(args.device))
+    if args.model and (args.device not in (None, "cpu") or args.amp != "none"):
+        raise UserError("--model runs onnxruntime on the CPU in the file's precision; drop --device and --amp")
+    ckpt = Path(args.checkpoint or args.model)
+    distributed, device = _init_distributed(resolve_device("cpu" if args.model else args.device))
     main = xdist.rank() == 0
     try:
-        model, meta = load_checkpoint(ckpt, device=device)
+        model, meta = load_model(args, device)
         settings = parse_view_list(args.views) if args.views else [meta.clip.views]
         names = meta.clip.names(model.num_classes)
         out_dir = Path(args.out) if args.out else ckpt.parent / ("eval_" + "_".join(f"{t}x{s}" for t, s in settings))
@@ -119,6 +127,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, CheckpointMeta]:
+    """The checkpoint's model on ``device``, or the ONNX export (``OnnxModel``) and its metadata."""
+    if args.checkpoint:
+        return load_checkpoint(args.checkpoint, device=device)
+    from xvit.engine.onnx_model import OnnxModel  # onnxruntime: the optional export extra
+
+    model = OnnxModel(args.model)
+    return model, model.meta
+
+
 def print_summary(res: dict, info: dict, out_dir: Path, paths: list[str], max_listed: int = 20) -> None:
     """The headline numbers of one evaluation on stdout."""
     k = len(res["per_class_acc"])
@@ -128,6 +146,8 @@ def print_summary(res: dict, info: dict, out_dir: Path, paths: list[str], max_li
     )
     print(f"  top-1            {res['top1']:6.2f} %")
     print(f"  top-5            {res['top5']:6.2f} %" + ("  (k clamped: fewer than 5 classes)" if k < 5 else ""))
+    if res.get("pair_order_acc") is not None:
+        print(f"  pair order acc   {res['pair_order_acc']:6.2f} %  (time-reversed class pairs)")
     print(
         f"  mean class acc   {res['mean_class_acc']:6.2f} %  (over the {res['num_classes_present']} of {k} "
         f"classes present)"

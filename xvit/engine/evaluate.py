@@ -28,7 +28,7 @@ from xvit.data.video import DEFAULT_DECODER
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import CheckpointMeta
 from xvit.engine.distributed import ShardSampler
-from xvit.engine.metrics import ScoreAccumulator, aggregate_views
+from xvit.engine.metrics import ScoreAccumulator, aggregate_views, pair_order_accuracy
 from xvit.engine.runtime import unwrap
 from xvit.errors import UserError
 from xvit.progress import progress_bar
@@ -212,6 +212,22 @@ def build_test_set(
     return dataset, where
 
 
+def reversed_pairs(meta: CheckpointMeta, names: list[str]) -> list[tuple[int, int]]:
+    """Time-reversed label pairs among the model's classes ``names``, for pair order accuracy: the
+    training config's ``eval.reversed_pairs``, else the built-in benchmark's pairs whose two classes
+    the model has (none for other data)."""
+    from xvit.data.synthetic import REVERSED_PAIRS  # these two import the model code and the scene
+    from xvit.engine.prepare import resolve_pairs  # generator: not on xvit predict's import path
+
+    configured = ((meta.train.get("config") or {}).get("eval") or {}).get("reversed_pairs")
+    if configured:
+        try:
+            return resolve_pairs(configured, names)
+        except UserError:  # the configured names are not the classes of this test set
+            pass
+    return resolve_pairs([p for p in REVERSED_PAIRS if all(c in names for c in p)], names)
+
+
 def make_loader(dataset: Any, batch_size: int, workers: int, distributed: bool, pin: bool) -> DataLoader:
     """Test loader in dataset order; in DDP each rank takes every W-th video (``ShardSampler``)."""
     sampler = ShardSampler(dataset) if distributed else None
@@ -245,7 +261,9 @@ def evaluate_checkpoint(
     """Build the ``views`` test set from the checkpoint (``source``: root, annotations, format,
     class_names overriding it, and the decoder) and evaluate it.
 
-    Returns ``(evaluate()'s dict + "seconds", video paths by dataset index, info for the reports)``.
+    ``model`` may be an ``OnnxModel`` (an export run by onnxruntime; ``meta`` its ``.meta``).
+    Returns ``(evaluate()'s dict + "seconds" (+ "pair_order_acc" where the classes hold
+    time-reversed pairs, ``reversed_pairs``), video paths by dataset index, info for the reports)``.
     """
     t, s = views
     dataset, where = build_test_set(model, meta, ckpt, views, **source)
@@ -264,6 +282,9 @@ def evaluate_checkpoint(
         desc=f"eval {t}x{s}",
     )
     res["seconds"] = time.perf_counter() - start
+    pairs = reversed_pairs(meta, list(dataset.class_names))
+    if pairs:
+        res["pair_order_acc"] = pair_order_accuracy(res["confusion"], pairs)["mean"]
     if res["num_videos"] == 0:
         raise UserError(
             f"none of the {len(dataset)} videos of {label} could be read; check the files with `xvit check-data`"

@@ -1,10 +1,12 @@
 """An exported ONNX model run by onnxruntime, usable wherever xvit takes a model.
 
-``OnnxModel(path)`` opens a file written by ``xvit export --format onnx`` and reads back what
-the export stored in its ``metadata_props`` (``EXPORT_KEYS``): the ``ClipSpec`` (frames,
-sampling, crop, short side, mean, std, views, class names) and the ``create_model`` arguments.
+``OnnxModel(path)`` opens a file written by ``xvit export --format onnx`` (fp32, or int8 with
+``--quantize int8``) and reads back what the export stored in its ``metadata_props``
+(``EXPORT_KEYS``): the ``ClipSpec`` (frames, sampling, crop, short side, mean, std, views, class
+names), the ``create_model`` arguments, the checkpoint's evaluation data and the quantization.
 It is an ``nn.Module`` whose ``forward`` runs the onnxruntime session on CPU, so the decoding,
-views and score averaging of ``xvit.engine.predict`` apply to it unchanged.
+views and score averaging of ``xvit.engine.predict`` and ``xvit.engine.evaluate`` apply to it
+unchanged.
 
 onnx and onnxruntime are the optional extra ``xvit[export]``; without them a ``UserError`` says
 what to install.
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from xvit.data.clip import ClipSpec
+from xvit.engine.checkpoint import CheckpointMeta
 from xvit.errors import UserError
 
 # metadata_props keys written by the export (values are JSON, or plain text for the two *_io keys)
@@ -29,7 +32,9 @@ CLIP_KEY = "xvit.clip"  # ClipSpec.to_dict(): the test-time pipeline and the cla
 MODEL_KEY = "xvit.model"  # create_model arguments of the exported model
 INPUT_KEY = "xvit.input"  # the input in words (name, layout, dtype, normalisation)
 OUTPUT_KEY = "xvit.output"  # the output in words
-EXPORT_KEYS = (CLIP_KEY, MODEL_KEY, INPUT_KEY, OUTPUT_KEY)
+DATA_KEY = "xvit.data"  # the checkpoint's evaluation data (format, root, val_annotations), for xvit eval --model
+QUANT_KEY = "xvit.quantization"  # int8 exports only: how the file was quantized, in words
+EXPORT_KEYS = (CLIP_KEY, MODEL_KEY, INPUT_KEY, OUTPUT_KEY, DATA_KEY, QUANT_KEY)
 
 
 def require(module: str) -> ModuleType:
@@ -70,6 +75,8 @@ class OnnxModel(nn.Module):
         self.path = path
         self.clip = ClipSpec.from_dict(json.loads(props[CLIP_KEY]))
         self.config: dict[str, Any] = json.loads(props.get(MODEL_KEY, "{}"))
+        self.data: dict[str, Any] = json.loads(props.get(DATA_KEY, "{}"))
+        self.quantization: str | None = props.get(QUANT_KEY)  # None: fp32
         self.input_name = self.session.get_inputs()[0].name
         self.num_frames = self.clip.num_frames  # what check_clip_shape compares the views with
         self.img_size = self.clip.crop_size
@@ -78,6 +85,11 @@ class OnnxModel(nn.Module):
     @property
     def name(self) -> str | None:
         return self.config.get("name")
+
+    @property
+    def meta(self) -> CheckpointMeta:
+        """What the file says about itself as a checkpoint's ``CheckpointMeta`` (model, clip, data)."""
+        return CheckpointMeta(model=self.config, clip=self.clip, data=self.data)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, T, H, W) -> (B, K) float32 logits, computed by onnxruntime on CPU."""

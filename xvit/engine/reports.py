@@ -57,6 +57,7 @@ def write_reports(out_dir: Path, res: dict, *, class_names: list[str], paths: li
         "num_classes": len(class_names),
         "num_classes_present": res["num_classes_present"],
         "per_class_acc": {name: json_float(a) for name, a in zip(class_names, per_class)},
+        "pair_order_acc": json_float(res.get("pair_order_acc")),
         "seconds": json_float(res.get("seconds")),
         "notes": "accuracies in percent over the readable videos (unreadable ones are listed in 'missing', "
         "not counted); mean_class_acc averages the classes present in the labels; "

@@ -56,6 +56,7 @@ class VideoModel(nn.Module):
         # stochastic depth decay rule: linearly increasing from 0 to drop_path_rate over the blocks
         self.drop_path_rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.export_form = False  # set_export_form: the graph form an exporter traces
 
     def init_weights(self) -> None:
         """timm ViT init: trunc-normal(0.02) linears and position embedding, unit norms.
@@ -136,6 +137,18 @@ class VideoModel(nn.Module):
         for m in self.modules():
             if isinstance(m, Attention):
                 m.fused_attn = enable
+
+    def set_export_form(self, enable: bool) -> None:
+        """Trace-friendly forms of the temporal exchange (True) or the training/eager ones (False).
+
+        True computes X-ViT's K/V mixing and TSM-ViT's token shift as slices and concatenation
+        (``layers.shift_cat``), so an exported graph holds no scatter ops; False (the default) keeps
+        the in-place mixing, whose memory training relies on. Same outputs either way.
+        """
+        self.export_form = enable
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.export_form = enable
 
 
 def variant_args(size: str, patch: int, img: int, overrides: dict) -> dict:

@@ -55,15 +55,40 @@ def _shift(x: Tensor, offsets: tuple[int, ...], fold: int) -> Tensor:
     out = torch.empty_like(x)
     for i, off in enumerate(offsets):
         c0, c1 = i * fold, (i + 1) * fold
-        n = T - abs(off)  # frames that have a source inside the clip
+        n = max(T - abs(off), 0)  # frames that have a source inside the clip (none if |off| >= T)
         src, dst = (slice(off, T), slice(0, n)) if off >= 0 else (slice(0, n), slice(-off, T))
-        pad = slice(n, T) if off >= 0 else slice(0, -off)
+        pad = slice(n, T) if off >= 0 else slice(0, min(-off, T))
         if n > 0:
             out[:, dst, ..., c0:c1] = x[:, src, ..., c0:c1]
         out[:, pad, ..., c0:c1] = 0
     used = len(offsets) * fold
     out[..., used:] = x[..., used:]
     return out
+
+
+def shift_cat(x: Tensor, offsets: Sequence[int], fold: int) -> Tensor:
+    """``temporal_shift`` written as slices and one concatenation, for export: (B, T, ..., C) -> same.
+
+    Group ``i`` is ``x``'s channel group shifted by ``offsets[i]`` frames along T, its vacated end
+    filled with zeros (zero padding, as ``_shift``); the groups and the unshifted channels are
+    concatenated along the channel axis. Written without slice assignments, so a traced graph holds
+    Slice/Concat and no scatter op (``_shift``'s assignments become ONNX ScatterND). The exporter
+    selects it (``export_form``); training and eager inference keep the in-place or one-copy paths.
+    """
+    T = x.shape[1]
+    groups = []
+    for i, off in enumerate(offsets):
+        g = x[..., i * fold : (i + 1) * fold]  # (B, T, ..., fold)
+        n = max(T - abs(off), 0)  # frames that have a source inside the clip
+        zeros = torch.zeros_like(g[:, : T - n])  # (B, T - n, ..., fold): the padded end
+        if n == 0:
+            groups.append(zeros)
+        elif off >= 0:
+            groups.append(torch.cat([g[:, off:], zeros], dim=1))  # frame t reads t + off
+        else:
+            groups.append(torch.cat([zeros, g[:, :n]], dim=1))  # frame t reads t - |off|
+    used = len(offsets) * fold
+    return torch.cat([*groups, x[..., used:]], dim=-1)  # (B, T, ..., C)
 
 
 class _TemporalShift(torch.autograd.Function):
@@ -151,7 +176,9 @@ class Attention(nn.Module):
     ``fused_attn`` selects ``F.scaled_dot_product_attention``; the eager path is the reference.
     ``inplace_mix`` writes the mixed channels into the qkv projection's output in place
     (``mix_kv_``); ``False`` selects the out-of-place reference (``mix_kv``), which is also what
-    runs under ``torch.compile``/``torch.export`` tracing. Both give the same outputs and gradients.
+    runs under ``torch.compile`` tracing. Both give the same outputs and gradients. ``export_form``
+    (set by the exporter, ``VideoModel.set_export_form``) computes the mixing as slices and
+    concatenation (``shift_cat``), which a traced graph holds without scatter ops.
     """
 
     def __init__(
@@ -184,6 +211,7 @@ class Attention(nn.Module):
         self.summary_token = summary_token
         self.fused_attn = fused_attn
         self.inplace_mix = inplace_mix
+        self.export_form = False  # the mixing as slices + concatenation (shift_cat), for export
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -197,12 +225,13 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(3)  # each (B, T, N, D)
         if self.mix is None or self.fold == 0:
             return q, k, v
+        shift = shift_cat if self.export_form else temporal_shift
         if self.mix == "kv":
-            k, v = temporal_shift(qkv[:, :, :, 1:], self.offsets, self.fold).unbind(3)  # (B, T, N, 2, D)
+            k, v = shift(qkv[:, :, :, 1:], self.offsets, self.fold).unbind(3)  # (B, T, N, 2, D)
         elif self.mix == "k":
-            k = temporal_shift(k, self.offsets, self.fold)
+            k = shift(k, self.offsets, self.fold)
         else:
-            v = temporal_shift(v, self.offsets, self.fold)
+            v = shift(v, self.offsets, self.fold)
         return q, k, v
 
     def mix_kv_(self, qkv: Tensor) -> Tensor:
@@ -230,7 +259,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, T, N, D = x.shape
         qkv = self.qkv(x)  # (B, T, N, 3D)
-        if self.inplace_mix and not torch.compiler.is_compiling():
+        if self.inplace_mix and not self.export_form and not torch.compiler.is_compiling():
             q, k, v = self.mix_kv_(qkv).view(B, T, N, 3, D).unbind(3)  # each (B, T, N, D)
         else:
             q, k, v = self.mix_kv(qkv.view(B, T, N, 3, D))  # the out-of-place reference

@@ -19,7 +19,15 @@ import torch
 from torch import Tensor, nn
 
 from xvit.models.base import VideoModel, register_family
-from xvit.models.layers import Attention, Block, build_head, mix_offsets, resize_temporal_embed, temporal_shift
+from xvit.models.layers import (
+    Attention,
+    Block,
+    build_head,
+    mix_offsets,
+    resize_temporal_embed,
+    shift_cat,
+    temporal_shift,
+)
 
 MIX_BLOCK_CHOICES = ("all", "none", "first_half", "second_half", "odd", "even")
 
@@ -134,7 +142,8 @@ class VideoTransformer(VideoModel):
             x = x + resize_temporal_embed(self.temp_embed, T)  # (1, T, 1, D) broadcast
         for blk in self.blocks:
             if self.tsm_fold:
-                x = temporal_shift(x, mix_offsets(1), self.tsm_fold)  # TSM: shift, then a plain block
+                shift = shift_cat if self.export_form else temporal_shift
+                x = shift(x, mix_offsets(1), self.tsm_fold)  # TSM: shift, then a plain block
             x = blk(x)
         return self.norm(x)
 
