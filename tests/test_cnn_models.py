@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-import yaml
 from safetensors.torch import save_file
+from test_train_e2e import tiny_overrides
 from timm.models.res2net import Bottle2neck
 from timm.models.resnet import ResNet
 
@@ -186,43 +186,11 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-def overrides(root: Path, run_dir: Path, name: str) -> list[str]:
-    values = {
-        "run_dir": str(run_dir),
-        "compare": [],
-        "model.name": name,
-        "data.format": "list",
-        "data.root": str(root),
-        "data.train_annotations": str(root / "sub.txt"),
-        "data.val_annotations": str(root / "sub.txt"),
-        "data.class_names": str(root / "classes.txt"),
-        "data.num_frames": 8,
-        "data.crop_size": 32,
-        "data.short_side_range": [32, 32],
-        "data.num_workers": 0,
-        "optim.name": "sgd",
-        "optim.lr": 0.01,
-        "optim.lr_base_batch": None,
-        "optim.warmup_epochs": 0,
-        "train.epochs": 1,
-        "train.batch_size": 4,
-        "train.amp": "none",
-        "train.threads": 1,
-        "train.progress": False,
-        "eval.views": "1x1",
-        "eval.num_workers": 0,
-    }
-    return [
-        f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-        for k, v in values.items()
-    ]
-
-
 @pytest.mark.parametrize("name", [*NANO, "vivit_fe_nano_patch8_32"])
 def test_train_eval_predict_export(name, tiny_data, tmp_path, capsys):
     """The ViTs' commands, unchanged, on each family: a training run, multi-view evaluation of its
     checkpoint, prediction on an mp4, and an ONNX export checked against PyTorch (<= 1e-4)."""
-    assert main(["train", *overrides(tiny_data, tmp_path / "run", name)]) == 0
+    assert main(["train", *tiny_overrides(tiny_data, tmp_path / "run", model__name=name)]) == 0
     (ckpt,) = sorted((tmp_path / "run").rglob("best.safetensors"))
     model, clip = xvit.load_model(ckpt)
     assert model.model_config["name"] == name and clip.num_frames == 8

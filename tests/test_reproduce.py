@@ -136,6 +136,10 @@ def test_table1_measures_the_rows_and_the_ratios_to_xvit(tmp_path):
     assert fe_1x1["timed_by"] == fe["key"] and fe_1x1["times_s"] == fe["times_s"]
     assert fe_1x1["videos_per_s"] == pytest.approx(3 * fe["videos_per_s"], rel=1e-3)
     assert xv["gmacs_ratio"] == 1.0 and 0 < slowfast["gmacs_ratio"]
+    # measured group by group, each beside its own X-ViT 8x: the ratios are to the group's reference
+    assert set(res["groups"]) == {"vit", "vivit", "cnn"} and (xv["group"], slowfast["group"]) == ("vit", "cnn")
+    cnn_ref = statistics.median(res["groups"]["cnn"]["reference_times_s"])
+    assert slowfast["ratio"] == pytest.approx(3 * cnn_ref / (30 * slowfast["s_per_view"]), rel=1e-3)
     md = (out / "results.md").read_text()
     assert "ViViT-L/16x2 32x (model 1) (nano)" in md and "SlowFast 8x8 R50 (nano)" in md and "as vivit_fe_128" in md
 

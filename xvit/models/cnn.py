@@ -30,6 +30,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from xvit.errors import UserError
+from xvit.models.base import VideoModel
 from xvit.models.layers import LinearHead
 from xvit.models.registry import register_model
 from xvit.models.weights import LoadReport, load_pretrained, load_state_dict_reported, read_state_dict
@@ -88,12 +89,7 @@ class VideoCNN(nn.Module):
         """Last feature map (B, C, T', H', W') -> (B, num_classes)."""
         return self.head(self.pool(features))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final classifier with a fresh one for ``num_classes`` (0: features only)."""
-        self.num_classes = num_classes
-        self.head.reset(num_classes)
-        if getattr(self, "model_config", None):
-            self.model_config["num_classes"] = num_classes
+    reset_classifier = VideoModel.reset_classifier  # a fresh classifier for ``num_classes`` (0: features only)
 
     def no_weight_decay(self) -> set[str]:
         """No tokens or embeddings: the norms and biases (1-D) are exempt in the optimizer already."""

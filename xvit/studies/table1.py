@@ -58,6 +58,7 @@ class Row:
     source: str  # where the setting and the figure come from
     options: dict = field(default_factory=dict)
     timed_by: str | None = None  # the row whose per-view time this one shares (same model and clip)
+    group: str = "vit"  # rows measured together, beside their own X-ViT 8x reference (see GROUPS)
 
 
 def _row(key, label, name, frames, img, views, paper, gmacs, source, **kw) -> Row:
@@ -72,16 +73,17 @@ ROWS = (
          "X-ViT Table 5: 1x3 views, 850 GFLOPs per video"),
     _row("blvnet", "bLVNet-TAM-101 24x2", "blvnet_tam_r101", 48, 224, (3, 3), 7.5, 840 / 9,
          "bLVNet-TAM-101 on 24 frame pairs (its Kinetics model, 73.5%); 3x3 views and 840 GFLOPs per video as "
-         "X-ViT Table 5 cites it"),
+         "X-ViT Table 5 cites it", group="cnn"),
     _row("tea", "TEA R50 16f", "tea_r50", 16, 256, (10, 3), 2.4, 70,
          "TEA (Li et al. 2020) Kinetics: 16 frames, 10 clips x 3 crops ('accuracy protocol', 256 px crops: the "
-         "official test script's --full_res), 70 GFLOPs x 30 at 224 px"),
+         "official test script's --full_res), 70 GFLOPs x 30 at 224 px", group="cnn"),
     _row("slowfast_r50", "SlowFast 8x8 R50", "slowfast_r50_8x8", 32, 256, (10, 3), 0.69, 65.7,
-         "SlowFast Table 2: 8 Slow / 32 Fast frames, 10 clips x 3 crops of 256 px, 65.7 GFLOPs x 30"),
+         "SlowFast Table 2: 8 Slow / 32 Fast frames, 10 clips x 3 crops of 256 px, 65.7 GFLOPs x 30", group="cnn"),
     _row("slowfast_r101_nl", "SlowFast 8x8 R101+NL", "slowfast_r101_nl_8x8", 32, 256, (10, 3), 0.69, 116,
-         "the 'SlowFast 8x8 R101+NL' of X-ViT Table 5 (3,480 GFLOPs = 116 x 30; SlowFast's Table 2, ICCV version)"),
+         "the 'SlowFast 8x8 R101+NL' of X-ViT Table 5 (3,480 GFLOPs = 116 x 30; SlowFast's Table 2, ICCV "
+         "version)", group="cnn"),
     _row("slowfast_r101_nl_16", "SlowFast 16x8 R101+NL", "slowfast_r101_nl_16x8", 64, 256, (10, 3), None, 234,
-         "SlowFast Table 2 / X-ViT Table 5: 16 Slow / 64 Fast frames, 234 GFLOPs x 30 (7,020)"),
+         "SlowFast Table 2 / X-ViT Table 5: 16 Slow / 64 Fast frames, 234 GFLOPs x 30 (7,020)", group="cnn"),
     _row("timesformer", "TimeSformer 8x", "timesformer_base_patch16_224", 8, 224, (1, 3), None, 196,
          "TimeSformer (Bertasius et al. 2021): 8x224, 1x3 views, 0.59 TFLOPs per video"),
     _row("timesformer_l", "TimeSformer-L 96x", "timesformer_base_patch16_224", 96, 224, (1, 3), 0.69, 7140 / 3,
@@ -89,20 +91,25 @@ ROWS = (
          "supplement's 'TimeSformer'"),
     _row("vivit_l", "ViViT-L/16x2 32x (model 1)", "joint_large_patch16_224", 32, 224, (4, 3), 0.66, 1446,
          "ViViT Table 4: model 1 (joint attention) at 224 px, 1446 GFLOPs per view; 4x3 views and 17,352 GFLOPs "
-         "per video as X-ViT Table 5 cites it", options={"tubelet": 2}),
+         "per video as X-ViT Table 5 cites it", options={"tubelet": 2}, group="vivit"),
     _row("vivit_fe_32", "ViViT-L/16x2 FE 32x", "vivit_fe_large_patch16_224", 32, 224, (4, 3), 0.66, 995.3,
          "ViViT §4.2: the factorised encoder (model 2) on 32 frames, 995.3 GFLOPs per view, 4 temporal views (x 3 "
-         "crops, §4.3)"),
+         "crops, §4.3)", group="vivit"),
     _row("vivit_fe_128", "ViViT-L/16x2 FE 128x", "vivit_fe_large_patch16_224", 128, 224, (1, 3), 0.66, 3980.4,
-         "ViViT Table 5a: FE on 128 frames, 1x3 views, 11.94 TFLOPs per video (81.7%)"),
+         "ViViT Table 5a: FE on 128 frames, 1x3 views, 11.94 TFLOPs per video (81.7%)", group="vivit"),
     _row("vivit_fe_128_1x1", "ViViT-L/16x2 FE 128x", "vivit_fe_large_patch16_224", 128, 224, (1, 1), 0.66, 3980.4,
-         "ViViT Table 5a: FE on 128 frames, one view, 3.98 TFLOPs (80.6%)", timed_by="vivit_fe_128"),
+         "ViViT Table 5a: FE on 128 frames, one view, 3.98 TFLOPs (80.6%)", timed_by="vivit_fe_128", group="vivit"),
     _row("i3d_nl", "I3D-NL R101 128f", "i3d_nl_r101", 128, 256, (10, 3), 0.37, 359,
          "Non-local nets Table 2g/3 (128 frames, 77.7%), 10 clips x 3 crops of 256 px (the official code's "
          "approximation of fully-convolutional testing); 359 GFLOPs x 30 as SlowFast Table 2 and X-ViT Table 5 "
-         "cite it"),
+         "cite it", group="cnn"),
 )  # fmt: skip
-REFERENCE = "xvit_8"
+REFERENCE = "xvit_8"  # paper: 12 videos/s
+# Rows are measured group by group: a group's models (and its own X-ViT 8x reference) live in their
+# processes together and are interleaved pass by pass, and its ratios are to that reference. One
+# group at a time keeps the memory of the processes alive at once to a few GB (all 13 models
+# together took ~10 GB) and lets each group be one short run.
+GROUPS = {"vit": "X-ViT and TimeSformer", "vivit": "ViViT-L", "cnn": "the CNNs"}
 
 
 def rows_at_size(size: str | None) -> list[Row]:
@@ -134,28 +141,37 @@ def run_table1(
     size: str | None = None,
 ) -> dict:
     """Measure every row (``rows``: their keys, default all; a row timed by another brings that one
-    in; ``size``: see ``rows_at_size``) and write results.json / results.md / table1.png in ``out``;
-    each row's timings are a unit (a killed study re-measures only the rows it had not finished)."""
+    in; ``size``: see ``rows_at_size``) group by group (``GROUPS``) and write results.json /
+    results.md / table1.png in ``out``. A group's timings are one unit: a killed study re-measures
+    only the groups it had not finished."""
     every = {r.key: r for r in rows_at_size(size)}
     unknown = sorted(set(rows or ()) - set(every))
     if unknown:
         raise UserError(f"unknown table1 rows {unknown}: choose from {' '.join(every)}")
-    chosen = [
-        r for r in every.values() if rows is None or r.key in rows or any(r.key == every[k].timed_by for k in rows)
-    ]
+    wanted = set(every) if rows is None else set(rows) | {every[k].timed_by for k in rows if every[k].timed_by}
+    chosen = [r for r in every.values() if r.key in wanted]
     study = StudyDir(out, "table1", settings)
     cfg = BenchConfig(device=device, threads=threads or os.cpu_count() or 1, classes=400)
-    timed = [r for r in chosen if r.timed_by is None]
-    pending = [r for r in timed if study.load(r.key) is None]
-    if len(pending) < len(timed):
-        print(
-            f"[table1] {len(timed) - len(pending)} of {len(timed)} rows already measured in {study.root}",
-            file=sys.stderr,
-        )
-    if pending:
-        measure_rows(pending, cfg, repeats, heavy_repeats, done=study.save)
-    measured = {r.key: study.load(r.key) for r in timed}
-    records = [{**describe_row(r), **_timing(measured[r.timed_by or r.key])} for r in chosen]
+    timings: dict[tuple[str, str], dict] = {}  # (group, row key) -> the measured record
+    for group in GROUPS:
+        members = [r for r in chosen if r.group == group and r.timed_by is None and r.key != REFERENCE]
+        if not members and not (group == every[REFERENCE].group and REFERENCE in wanted):
+            continue
+        timed = [replace(every[REFERENCE], group=group), *members]  # the group's own X-ViT 8x first
+        if any(study.load(f"{group}__{r.key}") is None for r in timed):
+            print(f"[table1] group {group!r} ({GROUPS[group]}): {len(timed)} models", file=sys.stderr, flush=True)
+            measure_rows(timed, cfg, repeats, heavy_repeats, done=lambda k, rec, g=group: study.save(f"{g}__{k}", rec))
+        else:
+            print(f"[table1] group {group!r} already measured in {study.root}", file=sys.stderr)
+        timings.update({(group, r.key): study.load(f"{group}__{r.key}") for r in timed})
+    records = [
+        {
+            **describe_row(r),
+            **_timing(timings[(r.group, r.timed_by or r.key)]),
+            "reference": _timing(timings[(r.group, REFERENCE)]),
+        }
+        for r in chosen
+    ]
     results = summarise(records, command, settings, cfg)
     write_json(study.root / "results.json", results)
     (study.root / "results.md").write_text(markdown(results))
@@ -226,6 +242,7 @@ def describe_row(r: Row) -> dict:
         "paper_gmacs": round(r.paper_gmacs, 1) if r.paper_gmacs else None,
         "source": r.source,
         "timed_by": r.timed_by,
+        "group": r.group,
     }
 
 
@@ -239,26 +256,36 @@ def verdict(measured: float | None, paper: float | None) -> str:
     return f"disagrees: {q:.2f}x the paper's ratio" + (" (faster here)" if q > 1 else " (slower here)")
 
 
+def _videos_per_s(record: dict, num_views: int) -> float | None:
+    times = record.get("times") or []
+    return 1.0 / (statistics.median(times) * num_views) if times else None
+
+
 def summarise(records: list[dict], command: str, settings: dict, cfg: BenchConfig) -> dict:
-    rows = []
+    rows, groups = [], {}
     for rec in records:
-        row = {k: v for k, v in rec.items() if k not in ("times", "faults")}
-        row["times_s"] = [round(t, 4) for t in rec.get("times", [])]
+        row = {k: v for k, v in rec.items() if k not in ("times", "faults", "reference")}
+        row["times_s"] = [round(t, 6) for t in rec.get("times", [])]
         row["faults_per_view"] = rec.get("faults", [])
+        ref = rec["reference"]
         if row["times_s"]:
-            per_view = statistics.median(row["times_s"])
-            row["s_per_view"] = round(per_view, 4)
-            row["videos_per_s"] = round(1.0 / (per_view * rec["num_views"]), 5)
+            row["s_per_view"] = round(statistics.median(row["times_s"]), 4)
+            row["videos_per_s"] = round(_videos_per_s(rec, rec["num_views"]), 5)
             row["gmacs_per_video"] = round(rec["gmacs"] * rec["num_views"], 1)
-        rows.append(row)
-    ref = next((r for r in rows if r["key"] == REFERENCE and r.get("videos_per_s")), None)
-    for row in rows:
-        if ref and row.get("videos_per_s"):
-            row["ratio"] = round(row["videos_per_s"] / ref["videos_per_s"], 4)
-            row["gmacs_ratio"] = round(ref["gmacs"] * ref["num_views"] / (row["gmacs"] * row["num_views"]), 4)
-        if ref and row["paper_videos_per_s"]:
-            row["paper_ratio"] = round(row["paper_videos_per_s"] / ref["paper_videos_per_s"], 4)
+        ref_speed = _videos_per_s(ref, 3)  # X-ViT 8x: 1x3 views
+        if ref_speed and row.get("videos_per_s"):
+            row["ratio"] = round(row["videos_per_s"] / ref_speed, 4)
+            row["gmacs_ratio"] = round(ref["gmacs"] * 3 / (rec["gmacs"] * rec["num_views"]), 4)
+        row["paper_ratio"] = round(rec["paper_videos_per_s"] / 12.0, 4) if rec["paper_videos_per_s"] else None
         row["verdict"] = "reference" if row["key"] == REFERENCE else verdict(row.get("ratio"), row.get("paper_ratio"))
+        if ref.get("times"):
+            groups[row["group"]] = {
+                "label": GROUPS[row["group"]],
+                "reference_s_per_view": round(statistics.median(ref["times"]), 4),
+                "reference_times_s": [round(t, 6) for t in ref["times"]],
+            }
+        rows.append(row)
+    timed = [r for r in records if not r.get("timed_by")]
     return {
         "study": "table1",
         "command": command,
@@ -267,7 +294,8 @@ def summarise(records: list[dict], command: str, settings: dict, cfg: BenchConfi
         "device": cfg.device,
         "threads": cfg.threads,
         "heavy_seconds": HEAVY_SECONDS,
-        "seconds": round(sum(r.get("seconds", 0.0) for r in records if not r.get("timed_by")), 1),
+        "seconds": round(sum(r.get("seconds", 0.0) for r in timed), 1),
+        "groups": groups,
         "rows": rows,
     }
 
@@ -314,6 +342,10 @@ def markdown(results: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [_line(r) for r in results["rows"]]
+    lines += ["", "X-ViT 8x, the reference, measured in each group beside the group's models (seconds per view):"]
+    for g, v in results["groups"].items():
+        passes = ", ".join(f"{t:.3f}" for t in v["reference_times_s"])
+        lines.append(f"- {g} ({v['label']}): {v['reference_s_per_view']:.3f} ({passes})")
     lines += ["", "Settings and sources:"]
     lines += [f"- {r['label']} ({r['views']}): {r['source']}" for r in results["rows"]]
     lines += ["", "![Table 1](table1.png)", ""]
