@@ -78,8 +78,11 @@ def test_interface(name):
     model = nano(name)
     assert (model.num_frames, model.num_classes, model.img_size) == (8, 5, 32)
     assert model.no_weight_decay() == set() and set(model.describe()) == {"temporal", "temporal_embed", "head"}
+    fc = model.get_classifier()
+    assert isinstance(fc, torch.nn.Linear) and fc.out_features == 5 and fc is model.head.fc
     model.reset_classifier(7)
     assert model.eval()(torch.randn(1, 3, 8, 32, 32)).shape == (1, 7) and model.model_config["num_classes"] == 7
+    assert model.get_classifier().out_features == 7 and model.get_classifier() is not fc
     default = xvit.create_model(name)  # the entry point's own clip length, recorded
     assert default.model_config["num_frames"] == default.num_frames == 8
 

@@ -4,11 +4,11 @@ initialisation from ImageNet image weights.
 
 Interface (as the ViTs' ``xvit.models.base.VideoModel``): ``forward(x)`` on ``(B, C, T, H, W)``
 videos -> ``(B, num_classes)``; ``forward_features(x)`` the last feature map(s) before pooling;
-``forward_head(features)`` global average pooling, dropout, linear; ``reset_classifier``;
-``no_weight_decay`` (nothing beyond the 1-D norms and biases the optimizer already exempts);
-``set_fused_attn`` (the non-local blocks' attention; a no-op elsewhere); ``describe``. The nets are
-fully convolutional: ``img_size`` is the size they are trained and tested at (the clip spec's
-crop), not a constraint of the weights.
+``forward_head(features)`` global average pooling, dropout, linear; ``get_classifier`` (that
+linear) and ``reset_classifier``; ``no_weight_decay`` (nothing beyond the 1-D norms and biases the
+optimizer already exempts); ``set_fused_attn`` (the non-local blocks' attention; a no-op
+elsewhere); ``describe``. The nets are fully convolutional: ``img_size`` is the size they are
+trained and tested at (the clip spec's crop), not a constraint of the weights.
 
 Init (He et al. 2015; Goyal et al. 2017 for the zero-gamma residual BN, as SlowFast and the
 non-local code do): Kaiming-normal convolutions (fan-out), unit BatchNorms, the last BN of each
@@ -88,6 +88,10 @@ class VideoCNN(nn.Module):
     def forward_head(self, features) -> Tensor:
         """Last feature map (B, C, T', H', W') -> (B, num_classes)."""
         return self.head(self.pool(features))
+
+    def get_classifier(self) -> nn.Module:
+        """The final ``Linear(features, num_classes)`` (timm's interface; ``nn.Identity`` at 0 classes)."""
+        return self.head.fc
 
     reset_classifier = VideoModel.reset_classifier  # a fresh classifier for ``num_classes`` (0: features only)
 
