@@ -25,7 +25,7 @@ def test_cli_start_imports_no_torch():
 
 
 def test_static_names_are_the_registry():
-    assert model_names() == xvit.list_models() and len(model_names()) == 35
+    assert model_names() == xvit.list_models() and len(model_names()) == 6 * 7 + 13  # 6 ViT families x 7 sizes, 13 CNNs
     assert model_names("tsm_*") == xvit.list_models("tsm_*")
 
 

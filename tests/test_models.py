@@ -1,14 +1,17 @@
-"""Every registered model at a tiny size: shapes, backward, odd frame counts, SDPA == eager."""
+"""Every registered transformer at a tiny size: shapes, backward, odd frame counts, SDPA == eager
+(the convolutional families: tests/test_cnn_models.py)."""
 
 import pytest
 import torch
 
 import xvit
 from xvit.errors import UserError
+from xvit.models.sizes import is_cnn
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-ALL = xvit.list_models()
+ALL = [n for n in xvit.list_models() if not is_cnn(n)]
 PER_FRAME = [n for n in ALL if n.split("_")[0] in ("xvit", "vit", "tsm")]
+TUBELET = [n for n in ALL if n.startswith("vivit_fe_")]  # 2-frame tubelets: even frame counts
 
 
 def tiny(name, num_frames=4, num_classes=5, **kw):
@@ -17,7 +20,7 @@ def tiny(name, num_frames=4, num_classes=5, **kw):
 
 
 def test_registry_lists_every_family_and_size():
-    for family in ("xvit", "vit", "tsm_vit", "timesformer", "joint"):
+    for family in ("xvit", "vit", "tsm_vit", "timesformer", "joint", "vivit_fe"):
         for variant in (
             "tiny_patch16_224",
             "small_patch16_224",
@@ -38,6 +41,10 @@ def test_unknown_model_suggests_a_name():
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("frames", [1, 2, 3, 16])
 def test_forward_backward_shapes(name, frames):
+    if name in TUBELET and frames % 2:
+        with pytest.raises(ValueError, match="tubelet 2 must be >= 1 and divide num_frames"):
+            tiny(name, num_frames=frames)
+        return
     model = tiny(name, num_frames=frames)
     x = torch.randn(2, 3, frames, 32, 32)
     logits = model(x)
@@ -48,6 +55,8 @@ def test_forward_backward_shapes(name, frames):
     feats = model.forward_features(x)
     if name in PER_FRAME:
         assert feats.shape == (2, frames, 1 + 16, 32)
+    elif name in TUBELET:  # the temporal CLS and one representation per 2-frame tubelet
+        assert feats.shape == (2, 1 + frames // 2, 32)
     else:
         assert feats.shape == (2, 1 + frames * 16, 32)
     assert torch.allclose(model.forward_head(feats), logits, atol=1e-6)

@@ -161,16 +161,25 @@ def test_fig1_trains_its_model_and_tests_at_a_short_side_where_the_crops_differ(
 
 def test_table1_measures_the_rows_and_the_ratios_to_xvit(tmp_path):
     out = tmp_path / "t1"
-    args = ["reproduce", "table1", "--size", "nano", "--rows", "xvit_8", "vivit_l", "--repeats", "2"]
+    rows = ["xvit_8", "vivit_l", "slowfast_r50", "vivit_fe_128_1x1"]
+    args = ["reproduce", "table1", "--size", "nano", "--rows", *rows, "--repeats", "2"]
     assert main([*args, "--heavy-repeats", "1", "--threads", "1", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
-    xv, vivit = res["rows"]
-    assert xv["ratio"] == 1.0 and len(xv["times_s"]) == 2 and xv["num_views"] == 3
+    xv, slowfast, vivit, fe, fe_1x1 = res["rows"]  # the 1x1 row brings in the row it shares its timing with
+    assert xv["ratio"] == 1.0 and len(xv["times_s"]) == 2 and xv["num_views"] == 3 and xv["verdict"] == "reference"
     assert vivit["num_views"] == 12 and vivit["options"] == {"tubelet": 2}
-    assert vivit["paper_ratio"] == round(0.66 / 12.0, 4)
+    assert vivit["paper_ratio"] == round(0.66 / 12.0, 4) and vivit["verdict"].startswith(("agrees", "disagrees"))
     assert vivit["videos_per_s"] == pytest.approx(1 / (statistics.median(vivit["times_s"]) * 12), rel=1e-3)
+    assert slowfast["name"] == "slowfast_nano" and slowfast["num_views"] == 30 and slowfast["img_size"] == 32
+    assert fe_1x1["timed_by"] == fe["key"] and fe_1x1["times_s"] == fe["times_s"]
+    assert fe_1x1["videos_per_s"] == pytest.approx(3 * fe["videos_per_s"], rel=1e-3)
+    assert xv["gmacs_ratio"] == 1.0 and 0 < slowfast["gmacs_ratio"]
+    # measured group by group, each beside its own X-ViT 8x: the ratios are to the group's reference
+    assert set(res["groups"]) == {"vit", "vivit", "cnn"} and (xv["group"], slowfast["group"]) == ("vit", "cnn")
+    cnn_ref = statistics.median(res["groups"]["cnn"]["reference_times_s"])
+    assert slowfast["ratio"] == pytest.approx(3 * cnn_ref / (30 * slowfast["s_per_view"]), abs=1e-4)
     md = (out / "results.md").read_text()
-    assert "ViViT-L/16x2 32x (nano)" in md and "SlowFast" in md
+    assert "ViViT-L/16x2 32x (model 1) (nano)" in md and "SlowFast 8x8 R50 (nano)" in md and "as vivit_fe_128" in md
 
 
 def test_table1_rejects_overrides_and_unknown_sizes(tmp_path):

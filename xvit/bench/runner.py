@@ -46,10 +46,10 @@ def build_model(spec: ModelSpec, cfg: BenchConfig, frames: int) -> tuple[nn.Modu
     """The model on the CPU plus ``{"attn", "layout", "gmacs", "params"}`` (GMACs per view)."""
     if spec.family == "hf":
         return peers.build_peer(spec.name, cfg, frames)
-    options = spec.options
-    model = create_model(spec.name, num_frames=frames, num_classes=cfg.classes, img_size=cfg.img_size, **options)
+    options, size = spec.options, spec.size(cfg)
+    model = create_model(spec.name, num_frames=frames, num_classes=cfg.classes, img_size=size, **options)
     model.set_fused_attn(cfg.sdpa)
-    cost = model_cost(spec.name, frames, cfg.img_size, cfg.classes, **options)
+    cost = model_cost(spec.name, frames, size, cfg.classes, **options)
     info = {"attn": "sdpa" if cfg.sdpa else "eager", "layout": "BCTHW", "gmacs": cost["gmacs"]}
     return model, {**info, "params": count_params(model)}
 
@@ -97,7 +97,7 @@ class Runner:
         return info
 
     def inputs(self, batch: int) -> tuple[Tensor, Tensor]:
-        s = self.cfg.img_size
+        s = self.spec.size(self.cfg)
         shape = (batch, 3, self.frames, s, s) if self.layout == "BCTHW" else (batch, self.frames, 3, s, s)
         g = torch.Generator().manual_seed(self.cfg.seed)
         x = torch.randn(shape, generator=g).to(self.device)
@@ -292,5 +292,5 @@ def _describe(spec: ModelSpec, cfg: BenchConfig, frames: int) -> dict:
         "name": spec.name,
         "options": spec.options,
         "frames": frames,
-        "img_size": cfg.img_size,
+        "img_size": spec.size(cfg),
     }

@@ -24,12 +24,18 @@ PEER_INSTALL = "pip install 'xvit[bench]'  (or: pip install 'transformers>=4.40'
 @dataclass
 class ModelSpec:
     """One benchmarked model: ``label`` (alias or name), ``family`` ("xvit" or "hf"), registry
-    ``name`` (or the peer's alias) and extra ``create_model`` options."""
+    ``name`` (or the peer's alias), extra ``create_model`` options and its own input size
+    (``img_size``; None: the ``BenchConfig``'s)."""
 
     label: str
     family: str
     name: str
     options: dict = field(default_factory=dict)
+    img_size: int | None = None
+
+    def size(self, cfg: BenchConfig) -> int:
+        """The input size this model is measured at."""
+        return self.img_size or cfg.img_size
 
 
 @dataclass

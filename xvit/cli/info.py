@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model", nargs="?", default=DEFAULT_MODEL, help=f"model name (default {DEFAULT_MODEL}; see `xvit models`)"
     )
-    p.add_argument("--frames", type=int, nargs="+", default=[8], help="frame counts (default 8)")
+    p.add_argument(
+        "--frames", type=int, nargs="+", default=None, help="frame counts (default: the model's, 8 for the ViTs)"
+    )
     p.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     p.add_argument("--classes", type=int, default=400, help="number of classes (default 400)")
     p.add_argument("--no-forward", action="store_true", help="skip the forward pass on a random clip")
@@ -32,8 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cost_table(names: list[str], frames: list[int], img_size: int | None, classes: int) -> str:
-    """Markdown table: name, parameters, GMACs per view at each frame count."""
+def cost_table(names: list[str], frames: list[int] | None, img_size: int | None, classes: int) -> str:
+    """Markdown table: name, parameters, GMACs per view at each frame count (``frames`` None: one
+    column, each model at its own clip length and input size, which the table states)."""
+    if frames is None:
+        rows = ["| model | params (M) | input (frames x px) | GFLOPs/view |", "|---|---|---|---|"]
+        for name in names:
+            cost = model_cost(name, None, img_size, classes)
+            size = f"{cost['num_frames']} x {cost['img_size']}"
+            rows.append(f"| `{name}` | {cost['params'] / 1e6:.1f} | {size} | {cost['gmacs']:.1f} |")
+        return "\n".join(rows)
     head = "| model | params (M) | " + " | ".join(f"GFLOPs/view @{t}f" for t in frames) + " |"
     rows = [head, "|" + "---|" * (2 + len(frames))]
     for name in names:
@@ -51,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.model not in list_models():
         create_model(args.model)  # raises with suggestions
-    for t in args.frames:
+    for t in args.frames or [None]:
         cost = model_cost(args.model, t, args.img_size, args.classes)
+        t = cost["num_frames"]
         print(
             f"{args.model}  frames={t}  params={cost['params'] / 1e6:.2f}M  "
             f"GFLOPs/view={cost['gmacs']:.2f} (multiply-adds)"

@@ -51,11 +51,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", nargs="+", default=None, metavar="ROW", help=f"table1: rows to measure ({rows})")
     p.add_argument("--repeats", type=int, default=5, help="table1: timed passes per row (default 5)")
     p.add_argument(
-        "--heavy-repeats", type=int, default=2, help="table1: timed passes of rows over 1000 GMACs per view (default 2)"
+        "--heavy-repeats",
+        type=int,
+        default=3,
+        help=f"table1: timed passes of rows over {table1.HEAVY_GMACS:.0f} GMACs per view (default 3)",
     )
     p.add_argument("--threads", type=int, default=None, help="table1: CPU threads (default: one per core)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="table1: device (default cpu)")
-    p.add_argument("--size", default=None, help="table1: every model at this ViT size instead of the published one")
+    p.add_argument(
+        "--size",
+        default=None,
+        help="table1: every transformer at this ViT size, every CNN at its nano size, instead of the published ones",
+    )
     p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="table2/fig1/main/gap: config overrides, e.g. train.epochs=10"
     )

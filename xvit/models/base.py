@@ -93,6 +93,28 @@ class VideoModel(nn.Module):
         """What exchanges information across frames, and the head, in words (for result tables)."""
         return {"temporal": self.temporal_exchange, "temporal_embed": "yes", "head": "video CLS token + linear"}
 
+    def use_tubelets(self, tubelet: int) -> None:
+        """Embed ``tubelet x patch x patch`` tubes instead of per-frame patches (ViViT's "tubelet
+        embedding", Arnab et al. 2021 §3.2): one 2D patch embedding over the tubelet's frames
+        stacked as channels, so ``T / tubelet`` token frames."""
+        if tubelet < 1 or self.num_frames % tubelet:
+            raise ValueError(f"tubelet {tubelet} must be >= 1 and divide num_frames {self.num_frames}")
+        self.tubelet = tubelet
+        if tubelet > 1:
+            in_chans = self.patch_embed.proj.in_channels * tubelet
+            self.patch_embed = PatchEmbed(self.img_size, self.patch_size, in_chans, self.embed_dim)
+
+    def stack_tubelets(self, x: Tensor) -> Tensor:
+        """(B, C, T, H, W) -> (B, C*k, T/k, H, W): the frames of each tubelet of k as channels."""
+        B, C, T, H, W = x.shape
+        k = getattr(self, "tubelet", 1)
+        if k == 1:
+            return x
+        if T % k:
+            raise ValueError(f"{T} frames cannot be cut into tubelets of {k} frames")
+        x = x.view(B, C, T // k, k, H, W).transpose(2, 3)  # (B, C, k, T/k, H, W): frame t*k+j at [j, t]
+        return x.reshape(B, C * k, T // k, H, W)  # (B, C*k, T', H, W)
+
     def embed_patches(self, x: Tensor) -> Tensor:
         """(B, C, T, H, W) video -> (B, T, N, D) patch tokens with spatial position embedding."""
         B, C, T, H, W = x.shape

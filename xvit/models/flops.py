@@ -29,10 +29,14 @@ def count_gmacs(model: nn.Module, x: Tensor) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
-def model_cost(name: str, num_frames: int = 8, img_size: int | None = None, num_classes: int = 400, **options) -> dict:
-    """``{"params": int, "gmacs": float}`` of one view (batch 1) of ``name`` at this size."""
+def model_cost(
+    name: str, num_frames: int | None = None, img_size: int | None = None, num_classes: int = 400, **options
+) -> dict:
+    """``{"params": int, "gmacs": float, "num_frames": int, "img_size": int}`` of one view (batch 1)
+    of ``name`` at this size (default: the model's own frames and input size)."""
     with torch.device("meta"):
         model = create_model(name, num_frames=num_frames, num_classes=num_classes, img_size=img_size, **options)
         model.set_fused_attn(False)
-        gmacs = count_gmacs(model, torch.empty(1, 3, num_frames, model.img_size, model.img_size))
-    return {"params": count_params(model), "gmacs": gmacs}
+        model.eval()  # BatchNorm on a batch of one; the count is the same in both modes
+        gmacs = count_gmacs(model, torch.empty(1, 3, model.num_frames, model.img_size, model.img_size))
+    return {"params": count_params(model), "gmacs": gmacs, "num_frames": model.num_frames, "img_size": model.img_size}

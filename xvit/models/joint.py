@@ -14,7 +14,6 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from xvit.models.base import VideoModel, register_family
@@ -29,12 +28,7 @@ class JointSpaceTime(VideoModel):
     def __init__(self, *, tubelet: int = 1, fused_attn: bool = True, **vit_args) -> None:
         """``tubelet``: frames per token (1: per-frame patches; 2: ViViT's 16x2 tubelets)."""
         super().__init__(**vit_args)
-        if tubelet < 1 or self.num_frames % tubelet:
-            raise ValueError(f"tubelet {tubelet} must be >= 1 and divide num_frames {self.num_frames}")
-        self.tubelet = tubelet
-        if tubelet > 1:  # one 2D patch embedding over the tubelet's frames stacked as channels
-            in_chans = self.patch_embed.proj.in_channels * tubelet
-            self.patch_embed = PatchEmbed(self.img_size, self.patch_size, in_chans, self.embed_dim)
+        self.use_tubelets(tubelet)
         self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames // tubelet, 1, self.embed_dim))
         attn_layer = partial(Attention, fused_attn=fused_attn)
         self.blocks = nn.ModuleList(
@@ -65,14 +59,8 @@ class JointSpaceTime(VideoModel):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, T, H, W) -> (B, 1 + T*N, D) after the final norm (CLS, then frame-major patches)."""
-        B, C, T, H, W = x.shape
-        if self.tubelet > 1:
-            k = self.tubelet
-            if T % k:
-                raise ValueError(f"{T} frames cannot be cut into tubelets of {k} frames")
-            x = x.view(B, C, T // k, k, H, W).transpose(2, 3)  # (B, C, k, T/k, H, W): frame t*k+j at [j, t]
-            x = x.reshape(B, C * k, T // k, H, W)  # (B, C*k, T', H, W): a tubelet's frames as channels
-        x = self.embed_patches(x)  # (B, T', N, D)
+        B = x.shape[0]
+        x = self.embed_patches(self.stack_tubelets(x))  # (B, T', N, D)
         x = x + resize_temporal_embed(self.time_embed, x.shape[1])  # (B, T', N, D)
         cls = self.cls_with_pos().expand(B, -1, -1)  # (B, 1, D)
         x = torch.cat([cls, x.flatten(1, 2)], dim=1)  # (B, 1+T*N, D)

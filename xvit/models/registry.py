@@ -39,21 +39,24 @@ def check_model_name(name: str, key: str = "model") -> None:
 
 
 def build_model(
-    name: str, num_frames: int = 8, num_classes: int = 400, img_size: int | None = None, **options
+    name: str, num_frames: int | None = None, num_classes: int = 400, img_size: int | None = None, **options
 ) -> nn.Module:
     """A freshly initialised registered model; ``model.model_config`` records how to build it again.
 
-    ``img_size`` defaults to the size in the model's name (224, or 32/64 for the small CPU sizes);
+    ``num_frames`` defaults to the model's own (8 for the ViTs, a CNN's published clip length);
+    ``img_size`` to the size in the model's name (224, or 32/64 for the small CPU sizes);
     ``options`` are the family's keyword arguments (e.g. ``shift_div``, ``head``, ``depth``).
     """
     check_model_name(name)
-    kwargs = dict(num_frames=num_frames, num_classes=num_classes, **options)
+    kwargs = dict(num_classes=num_classes, **options)
+    if num_frames is not None:
+        kwargs["num_frames"] = num_frames
     if img_size is not None:
         kwargs["img_size"] = img_size
     model = _ENTRY_POINTS[name](**kwargs)
     model.model_config = {  # stored in every checkpoint (xvit.engine.checkpoint)
         "name": name,
-        "num_frames": num_frames,
+        "num_frames": model.num_frames,
         "num_classes": num_classes,
         "img_size": model.img_size,
         "options": dict(options),
