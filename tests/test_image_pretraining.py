@@ -25,7 +25,7 @@ from xvit.models.weights import load_pretrained
 FAMILIES = ("xvit", "vit", "tsm_vit", "timesformer", "joint")
 
 
-def test_stills_are_deterministic_pngs_with_one_class_per_shape_and_texture(tmp_path):
+def test_stills_are_deterministic_pngs_one_class_per_shape_and_count(tmp_path):
     info = generate_synthetic(tmp_path / "s", task="images", images_per_class=3, size=32, workers=1, progress=False)
     assert info.classes == STILL_CLASS_NAMES and len(STILL_CLASS_NAMES) == 14
     assert (info.num_train, info.num_val) == (28, 14) and info.flip_label_map == {}
@@ -157,3 +157,20 @@ def test_pretrain_on_pictures_then_fine_tune_on_video_with_xvit_train(tmp_path):
     tuned = load_file(str(fine / "checkpoints" / "last.safetensors"))
     assert set(start) - {"head.fc.weight", "head.fc.bias"} < set(tuned)  # the backbone went on training
     assert not torch.equal(start["blocks.0.attn.qkv.weight"], tuned["blocks.0.attn.qkv.weight"])
+
+
+def test_the_shipped_image_vit_is_the_still_picture_checkpoint(caplog):
+    from xvit.models.weights import shipped_weights
+
+    path = shipped_weights()["vit_micro_patch8_64.stills"]
+    meta = read_meta(path)
+    assert meta.model["name"] == "vit_micro_patch8_64" and meta.model["num_frames"] == 1
+    assert meta.clip.class_names == list(STILL_CLASS_NAMES) and meta.clip.num_frames == 1
+    assert (meta.train["config"]["data"]["synthetic"] or {})["task"] == "images"
+    image_vit = xvit.load_model(path)  # the format every command reads
+    assert image_vit.eval()(torch.zeros(1, 3, 1, 32, 32)).shape == (1, 14)
+    with caplog.at_level(logging.INFO, logger="xvit.models.weights"):
+        video = xvit.create_model("xvit_micro_patch8_64", num_classes=14, pretrained="vit_micro_patch8_64.stills")
+    assert "transfer" in caplog.text
+    tuned, shipped = video.state_dict(), load_file(str(path))
+    assert torch.equal(tuned["blocks.3.attn.qkv.weight"], shipped["blocks.3.attn.qkv.weight"])

@@ -25,7 +25,7 @@ def tiny_job(cache: Path, run_dir: Path, *extra: str) -> list[str]:
         f"data.frame_cache_dir={cache / 'frames'}", "data.num_workers=0", "data.num_frames=4",
         "model.name=xvit_nano_patch8_32", "compare=[vit_nano_patch8_32]", "train.epochs=2",
         "train.batch_size=4", "train.threads=1", "train.progress=false", "train.tensorboard=false",
-        "eval.batch_size=8", *extra,
+        "eval.batch_size=8", "model.pretrained=null", *extra,
     ]  # fmt: skip
 
 

@@ -15,7 +15,8 @@ import xvit
 from xvit.cli import main
 from xvit.data.clip import ClipSpec
 from xvit.engine.checkpoint import save_model
-from xvit.studies.common import Unit, compare, eta, mean_std, pm
+from xvit.studies import common
+from xvit.studies.common import StudyDir, Unit, compare, eta, mean_std, pm, run_units
 
 
 def tiny(cache: Path) -> list[str]:
@@ -25,7 +26,7 @@ def tiny(cache: Path) -> list[str]:
         "data.synthetic={videos_per_class: 3, num_frames: 8, size: 32, val_fraction: 0.34, workers: 1}",
         f"data.frame_cache_dir={cache / 'frames'}", "data.num_frames=4", "train.epochs=1",
         "train.batch_size=4", "train.threads=1", "train.progress=false", "train.tensorboard=false",
-        "eval.batch_size=8",
+        "eval.batch_size=8", "model.pretrained=null",
     ]  # fmt: skip
 
 
@@ -224,6 +225,35 @@ def test_the_eta_counts_each_kind_of_unit_at_its_own_pace():
     assert eta(units, {}) is None
     assert eta(units, {"train": [100.0, 110.0]}) == 3 * 105.0  # no eval finished yet: the overall mean
     assert eta(units, {"train": [100.0], "eval": [2.0, 4.0]}) == 100.0 + 2 * 3.0
+
+
+def test_processes_sharing_a_study_directory_run_each_unit_once(tmp_path, monkeypatch):
+    import subprocess
+    import threading
+
+    monkeypatch.setattr(common, "CLAIM_POLL_S", 0.05)
+    out = StudyDir(tmp_path, "demo", {})
+    ran = []
+
+    def unit(key):
+        return Unit(key, key, lambda: ran.append(key) or {"key": key, "by": "me"})
+
+    holder = subprocess.Popen(["sleep", "30"])  # a live process on this host holds unit "b"
+    try:
+        (out.records / "b.claim").write_text(f"{common.socket.gethostname()}:{holder.pid}")
+        (out.records / "c.claim").write_text(f"{common.socket.gethostname()}:999999999")  # its process is gone
+
+        def other_process_finishes_b():
+            out.save("b", {"key": "b", "by": "other"})
+            (out.records / "b.claim").unlink()
+
+        threading.Timer(0.3, other_process_finishes_b).start()
+        records = run_units("demo", out, [unit("a"), unit("b"), unit("c")])
+    finally:
+        holder.kill()
+    assert ran == ["a", "c"] and [r["by"] for r in records] == ["me", "other", "me"]
+    assert not list(out.records.glob("*.claim"))  # a claim goes when its unit is recorded
+    assert run_units("demo", out, [unit("a"), unit("b"), unit("c")]) == records and ran == ["a", "c"]
 
 
 def test_gap_runs_ablations_and_curves_and_says_when_xvit_catches_up(table2, tmp_path):

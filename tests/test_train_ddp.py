@@ -37,6 +37,7 @@ def _overrides(root: Path, run_dir: Path, batch_size: int, **extra) -> list[str]
         "run_dir": str(run_dir),
         "compare": [],
         "model.name": "xvit_nano_patch8_32",
+        "model.pretrained": None,  # the main job's shipped image ViT is micro-sized
         "model.options": {"head": "attn"},
         # format=synthetic: rank 0 generates the cache, the other rank waits at a barrier
         "data.format": "synthetic",

@@ -45,6 +45,7 @@ def tiny_overrides(root: Path, run_dir: Path, **extra) -> list[str]:
         "run_dir": str(run_dir),
         "compare": [],
         "model.name": "xvit_nano_patch8_32",
+        "model.pretrained": None,  # the main job's shipped image ViT is micro-sized
         "data.format": "list",
         "data.root": str(root),
         "data.train_annotations": str(root / "sub.txt"),

@@ -5,6 +5,13 @@ statistics over seeds, the study's configs, and the machine description that goe
 A *unit* is one training run, one evaluation or one timed measurement. Its record is written
 atomically when it finishes; on a rerun with the same settings, finished units are read back
 instead of run again, and a training run killed half-way resumes from its own checkpoint.
+
+Several processes can share one study directory (the same command started N times, e.g. one per
+core with ``train.threads=1``, or on machines that share the filesystem): a process claims a unit
+before it runs it (``records/<key>.claim``, created exclusively, holding ``host:pid``), skips the
+units other live processes hold, and at the end waits for them to be recorded. A claim whose
+process has died on this host is taken over (its training run resumes from its checkpoint); one
+from another host stays until that host's process records the unit or the file is deleted.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import math
 import os
 import platform
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -109,9 +117,13 @@ def eta(units: Sequence[Unit], spent: dict[str, list[float]]) -> float | None:
     return sum(sum(spent.get(u.kind) or every) / len(spent.get(u.kind) or every) for u in units)
 
 
+CLAIM_POLL_S = 10.0  # how often a process looks for the units other processes are running
+
+
 def run_units(study: str, out: StudyDir, units: Sequence[Unit]) -> list[dict]:
     """Run the units not yet recorded in ``out`` (each record gets ``seconds``), with progress and an
-    ETA on stderr; returns every unit's record, in order."""
+    ETA on stderr, leaving the ones other processes have claimed to them (see the module docstring)
+    and waiting for those; returns every unit's record, in order."""
     records: list[dict | None] = [out.load(u.key) for u in units]
     todo = [i for i, r in enumerate(records) if r is None]
     if len(todo) < len(units):
@@ -120,18 +132,81 @@ def run_units(study: str, out: StudyDir, units: Sequence[Unit]) -> list[dict]:
     for u, r in zip(units, records):
         if r is not None and "seconds" in r:
             spent.setdefault(u.kind, []).append(r["seconds"])
-    for n, i in enumerate(todo):
-        unit = units[i]
-        left = eta([units[j] for j in todo[n:]], spent)
-        when = "" if left is None else f", ETA {format_duration(left)}"
-        print(f"[{study}] {i + 1}/{len(units)}: {unit.label}{when}", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        record = unit.run()
-        record["seconds"] = round(time.perf_counter() - start, 1)
-        out.save(unit.key, record)
-        spent.setdefault(unit.kind, []).append(record["seconds"])
-        records[i] = record
+    waited = False
+    while todo:
+        others = []
+        for n, i in enumerate(todo):
+            unit = units[i]
+            records[i] = out.load(unit.key)
+            if records[i] is not None:  # recorded by another process meanwhile
+                continue
+            if not claim(out, unit.key):
+                others.append(i)
+                continue
+            try:
+                records[i] = out.load(unit.key) or _run_unit(study, out, units, todo[n:], i, spent)
+            finally:
+                (out.records / f"{unit.key}.claim").unlink(missing_ok=True)
+        if others and not waited:
+            names = ", ".join(units[i].key for i in others)
+            print(f"[{study}] waiting for {len(others)} units others run: {names}", file=sys.stderr, flush=True)
+            waited = True
+        if others:
+            time.sleep(CLAIM_POLL_S)
+        todo = others
     return [r for r in records if r is not None]
+
+
+def _run_unit(study: str, out: StudyDir, units: Sequence[Unit], left: list[int], i: int, spent: dict) -> dict:
+    unit = units[i]
+    remaining = eta([units[j] for j in left], spent)
+    when = "" if remaining is None else f", ETA {format_duration(remaining)}"
+    print(f"[{study}] {i + 1}/{len(units)}: {unit.label}{when}", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    record = unit.run()
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    out.save(unit.key, record)
+    spent.setdefault(unit.kind, []).append(record["seconds"])
+    return record
+
+
+def claim(out: StudyDir, key: str) -> bool:
+    """Claim unit ``key`` for this process: True if it is now ours, False if a live process holds it."""
+    path = out.records / f"{key}.claim"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if claim_alive(path):
+                return False
+            path.unlink(missing_ok=True)  # its process died: take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{socket.gethostname()}:{os.getpid()}")
+        return True
+    return False
+
+
+def claim_alive(path: Path) -> bool:
+    """Whether the process that wrote the claim ``path`` may still be running it."""
+    try:
+        host, pid = path.read_text().rsplit(":", 1)
+        pid_n = int(pid)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True  # being written
+    if host != socket.gethostname():
+        return True
+    if pid_n == os.getpid():
+        return False  # a claim of this process's pid left by a process that died before it
+    try:
+        os.kill(pid_n, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def train_run(cfg: Config, run_dir: Path, *, name: str, options: dict, seed: int) -> dict:
