@@ -165,10 +165,10 @@ def test_the_shipped_image_vit_is_the_still_picture_checkpoint(caplog):
     path = shipped_weights()["vit_micro_patch8_64.stills"]
     meta = read_meta(path)
     assert meta.model["name"] == "vit_micro_patch8_64" and meta.model["num_frames"] == 1
-    assert meta.clip.class_names == list(STILL_CLASS_NAMES) and meta.clip.num_frames == 1
+    assert list(meta.clip.class_names) == list(STILL_CLASS_NAMES) and meta.clip.num_frames == 1
     assert (meta.train["config"]["data"]["synthetic"] or {})["task"] == "images"
-    image_vit = xvit.load_model(path)  # the format every command reads
-    assert image_vit.eval()(torch.zeros(1, 3, 1, 32, 32)).shape == (1, 14)
+    image_vit, clip = xvit.load_model(path)  # the format every command reads
+    assert image_vit(torch.zeros(1, 3, 1, 32, 32)).shape == (1, 14) and clip.crop_size == 32
     with caplog.at_level(logging.INFO, logger="xvit.models.weights"):
         video = xvit.create_model("xvit_micro_patch8_64", num_classes=14, pretrained="vit_micro_patch8_64.stills")
     assert "transfer" in caplog.text

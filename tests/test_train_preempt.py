@@ -281,11 +281,13 @@ def test_sigterm_to_the_process_group_stops_the_run_and_resume_is_bit_exact(tiny
 def test_a_stopped_study_records_no_result_for_the_stopped_run(tmp_path, monkeypatch, capfd):
     """``xvit reproduce`` trains in-process: a stop signal ends the study with status 75 and the
     stopped run's snapshot, and no record, so that running the study again continues that run."""
+    from test_reproduce import SCRATCH
     from test_reproduce import tiny as tiny_study
 
     _signal_after_step(monkeypatch, 2, signal.SIGTERM)
     out = tmp_path / "study"
-    assert main(["reproduce", "table2", "--seeds", "1", "--out", str(out), *tiny_study(tmp_path)]) == EXIT_STOPPED
+    args = ["reproduce", "table2", *SCRATCH, "--seeds", "1", "--out", str(out), *tiny_study(tmp_path)]
+    assert main(args) == EXIT_STOPPED
     assert "xvit train: stopped by SIGTERM after global step 2" in capfd.readouterr().err
     assert not list((out / "records").glob("*.json")) if (out / "records").exists() else True
     (run_dir,) = (out / "runs").iterdir()

@@ -285,7 +285,8 @@ def check_pretrained(path: str) -> None:
     if not resolve_weights(path).is_file():
         raise UserError(
             f"model.pretrained={path} does not exist; set it to an xvit checkpoint (e.g. the image ViT of "
-            "`xvit train --config synthetic_images`) or a timm ViT state dict (e.g. vit_base_patch16_224.augreg_in21k)"
+            "`xvit train --config synthetic_images`), or download a timm ViT checkpoint (e.g. "
+            "vit_base_patch16_224.augreg_in21k) and set it to its path"
         )
 
 
