@@ -86,10 +86,14 @@ def test_a_stop_signal_snapshots_the_step_and_resume_is_bit_exact(
     monkeypatch,
     capfd,
     caplog,
+    request,
     signum,
 ):
     """Stopped after step 3 of 8 (mid-epoch 0), a second signal arriving inside the snapshot's write."""
     run_dir = tmp_path / "stopped"
+    if signal.getsignal(signum) == signal.SIG_IGN:  # pytest started in a background job: SIGINT ignored,
+        previous = signal.signal(signum, signal.default_int_handler)  # which a run leaves ignored (tested)
+        request.addfinalizer(lambda: signal.signal(signum, previous))
     handler_before = signal.getsignal(signum)
     _signal_after_step(monkeypatch, 3, signum)
     real_write = snapshot._write_state
