@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import xvit
 from xvit.cli import main
-from xvit.engine.resume import last_state
+from xvit.engine.train.resume import last_state
 
 SUBSET = (0, 1, 12, 13)  # moving_left, moving_right (time-reversed pair), static_cross, static_ring
 
@@ -357,7 +357,7 @@ def test_run_directory_of_an_older_version_resumes(tiny, trained, tmp_path):
     """``last.safetensors`` + ``last.state.pt`` (state version 1, no ledger): continued to a 2nd epoch."""
     import shutil
 
-    from xvit.engine.resume import find_checkpoint
+    from xvit.engine.train.resume import find_checkpoint
 
     run = tmp_path / "old"
     shutil.copytree(trained, run)

@@ -9,7 +9,7 @@ is decoded in one call and every view is cut from that decode.
 Bad data never stops a run: a video that cannot be read (missing, empty, truncated, audio-only,
 undecodable) is logged once per path and process on the ``xvit.data`` logger and appended to the
 dataset's ``skipped`` list as ``(path, reason)`` (the training loader ships these to the run's
-skip ledger, ``xvit.engine.ledger``); training draws another random video (at most
+skip ledger, ``xvit.engine.train.ledger``); training draws another random video (at most
 ``max_retries`` times in a row, then a ``UserError``), testing returns ``views=None`` and
 ``collate_views`` lists the index under ``missing``. A test video with fewer frames than a clip
 needs is warned about once (its frames are repeated to fill the clip).

@@ -15,7 +15,7 @@ the rendezvous store, so that when a collective fails the survivors can say whic
 heartbeat) or hung (behind the others): ``describe_peers``, used by ``peer_failure``.
 
 A second gloo group (``control_group``) carries the step-boundary agreement on stop signals and
-snapshots (``xvit.engine.preempt``). ``on_main`` runs a write on rank 0 and raises an error it
+snapshots (``xvit.engine.train.preempt``). ``on_main`` runs a write on rank 0 and raises an error it
 meets on every rank. A group that torchrun restarted (``--max-restarts``) gets a fresh namespace
 of torchrun's store (``_restart_store``).
 """
@@ -57,7 +57,7 @@ def _env_int(name: str, default: int) -> int:
 
 HEARTBEAT_S = 2.0  # seconds between two heartbeats of a rank
 _wait_group: Any = None  # gloo group with the long timeout of barrier(wait=True)
-_control_group: Any = None  # gloo group of the step-boundary agreement (xvit.engine.preempt.StepGate)
+_control_group: Any = None  # gloo group of the step-boundary agreement (xvit.engine.train.preempt.StepGate)
 _progress = 0  # this rank's progress counter (published with set_progress)
 
 
@@ -139,7 +139,7 @@ def cleanup() -> None:
 
 
 def control_group() -> Any:
-    """The gloo group of the step-boundary agreement (``xvit.engine.preempt``); None in one process."""
+    """The gloo group of the step-boundary agreement (``xvit.engine.train.preempt``); None in one process."""
     return _control_group if is_dist() else None
 
 

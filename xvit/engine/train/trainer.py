@@ -1,13 +1,13 @@
 """One training run: ``Trainer`` owns the model, optimizer, schedule, loaders, logger and
 checkpoints of a run and ``fit()`` trains, checkpoints and evaluates it (MAE / DINOv2 style: the
-epoch itself is ``xvit.engine.loop.train_one_epoch``, evaluation ``xvit.engine.evaluate``).
+epoch itself is ``xvit.engine.train.loop.train_one_epoch``, evaluation ``xvit.engine.eval.evaluate``).
 
 A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/`` (one step directory
 of weights + training state, committed atomically by ``xvit.engine.snapshot``; ``last`` / ``best``
 safetensors with their ``CheckpointMeta``), ``tb/`` (TensorBoard), ``metrics.jsonl`` and
 ``results.json``. Under ``torchrun`` it runs DDP; only rank 0 writes. Unreadable videos go to
-the run's skip ledger (``xvit.engine.ledger``). A stop signal or the snapshot clock is decided at
-step boundaries by ``xvit.engine.preempt.StepGate``.
+the run's skip ledger (``xvit.engine.train.ledger``). A stop signal or the snapshot clock is decided at
+step boundaries by ``xvit.engine.train.preempt.StepGate``.
 """
 
 from __future__ import annotations
@@ -22,19 +22,20 @@ from safetensors.torch import load_file
 from torch import nn
 
 from xvit.engine import distributed as xdist
-from xvit.engine import preempt, snapshot
+from xvit.engine import snapshot
 from xvit.engine.checkpoint import CheckpointMeta, save_model, write_model
-from xvit.engine.evaluate import evaluate
-from xvit.engine.ledger import SkipLedger
-from xvit.engine.loaders import make_train_loader, make_val_loader
-from xvit.engine.loop import train_one_epoch
-from xvit.engine.mixup import VideoMixup
-from xvit.engine.optim import WarmupCosine, build_optimizer, scaled_lr
-from xvit.engine.prepare import Prepared
-from xvit.engine.results import print_run, run_results
-from xvit.engine.resume import load_state, make_state, rng_state, set_rng_state
-from xvit.engine.runlog import RunLogger
+from xvit.engine.eval.evaluate import evaluate
+from xvit.engine.eval.results import print_run, run_results
 from xvit.engine.runtime import seed_everything
+from xvit.engine.train import preempt
+from xvit.engine.train.ledger import SkipLedger
+from xvit.engine.train.loaders import make_train_loader, make_val_loader
+from xvit.engine.train.loop import train_one_epoch
+from xvit.engine.train.mixup import VideoMixup
+from xvit.engine.train.optim import WarmupCosine, build_optimizer, scaled_lr
+from xvit.engine.train.prepare import Prepared
+from xvit.engine.train.resume import load_state, make_state, rng_state, set_rng_state
+from xvit.engine.train.runlog import RunLogger
 from xvit.errors import UserError
 from xvit.models.flops import count_params
 
@@ -49,7 +50,7 @@ class Trainer:
     """Owns model, optimizer, schedule, loaders and logger of one run; ``fit()`` trains and evaluates it."""
 
     def __init__(self, prep: Prepared, dist: xdist.DistInfo, run_dir: Path, signals: preempt.StopSignals | None = None):
-        """``signals``: the stop requests this process receives (``xvit.engine.preempt.catch_stop_signals``)."""
+        """``signals``: the stop requests this process receives (``xvit.engine.train.preempt.catch_stop_signals``)."""
         cfg, t, o = prep.cfg, prep.cfg.train, prep.cfg.optim
         self.prep, self.cfg, self.dist, self.run_dir = prep, cfg, dist, run_dir
         self.main = dist.rank == 0
@@ -383,7 +384,7 @@ class Trainer:
         return bool(decision.stop) and mid_epoch
 
     def evaluate(self) -> dict | None:
-        """Multi-view evaluation on the val split (``xvit.engine.evaluate.evaluate``); keeps best.safetensors.
+        """Multi-view evaluation on the val split (``xvit.engine.eval.evaluate.evaluate``); keeps best.safetensors.
 
         None when a stop signal cut it short: nothing logged or kept, the RNG states as before it.
         """

@@ -1,8 +1,8 @@
 """Training engine: one epoch of mixed-precision, gradient-accumulated, (distributed) training.
 
 ``train_one_epoch(...) -> dict`` in the MAE / DINOv2 style: it knows nothing about configs, files or
-run directories; the caller (``xvit.engine.trainer``) passes a callback for step logging and
-checkpoints. Evaluation is ``xvit.engine.evaluate.evaluate``.
+run directories; the caller (``xvit.engine.train.trainer``) passes a callback for step logging and
+checkpoints. Evaluation is ``xvit.engine.eval.evaluate.evaluate``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from xvit.engine import distributed as xdist
-from xvit.engine.mixup import VideoMixup, soft_cross_entropy
+from xvit.engine.train.mixup import VideoMixup, soft_cross_entropy
 from xvit.errors import UserError
 from xvit.progress import progress_bar
 
