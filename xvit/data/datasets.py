@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -191,6 +191,16 @@ class VideoDataset(Dataset):
             f"{self.num_skipped - skipped_before} videos in a row could not be read (last: {last_error}); "
             f"most of the dataset seems unreadable: run `xvit check-data` on it"
         )
+
+    def mark_unreadable(self, paths: Iterable[str]) -> int:
+        """Treat the videos at ``paths`` as known unreadable: training replaces them without opening
+        them (a resumed run's skip ledger, every rank's skips); returns how many of ours they are."""
+        wanted = {str(p) for p in paths}
+        if not wanted:
+            return 0
+        bad = {i for i, s in enumerate(self.samples) if str(s.path) in wanted}
+        self._bad |= bad
+        return len(bad)
 
     def _skip(self, err: VideoDecodeError) -> None:
         _report_bad(err)

@@ -37,6 +37,7 @@ __all__ = [
     "VideoDecodeError",
     "VideoInfo",
     "check_decoder",
+    "decoder_version",
     "decode_all",
     "decode_frames",
     "open_video",
@@ -52,6 +53,7 @@ class DecoderEntry:
     module: str  # implements the interface
     reader: str  # its class: reader(path) -> Video
     check: str | None = None  # its function that raises a UserError when the decoder cannot run here
+    version: str = "library_version"  # its function naming the libraries (and versions) that decode
 
 
 REGISTRY = {
@@ -172,12 +174,19 @@ def check_past_end(path: str, count: int, last: int, num_frames: int) -> None:
 # ---- choosing a decoder ---------------------------------------------------------------------------
 def check_decoder(decoder: str) -> str:
     """``decoder`` if it is known and usable here; else a ``UserError`` saying what to install."""
-    if decoder not in DECODERS:
-        raise UserError(f"decoder {decoder!r} is unknown; use one of {', '.join(DECODERS)}")
+    if decoder not in REGISTRY:
+        raise UserError(f"decoder {decoder!r} is unknown; use one of {', '.join(REGISTRY)}")
     entry = REGISTRY[decoder]
     if entry.check is not None:
         getattr(importlib.import_module(entry.module), entry.check)()
     return decoder
+
+
+def decoder_version(decoder: str) -> str:
+    """The decoder's name and the versions of the libraries it decodes with (``"pyav: av 18.1.0, ..."``):
+    what the frames it gives depend on besides the file (the frame cache's key names it)."""
+    entry = REGISTRY[check_decoder(decoder)]
+    return f"{decoder}: {getattr(importlib.import_module(entry.module), entry.version)()}"
 
 
 def open_video(path: str | os.PathLike, decoder: str = DEFAULT_DECODER) -> Video:

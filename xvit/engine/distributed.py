@@ -240,6 +240,14 @@ def peer_failure(err: BaseException, timeout_s: float) -> str:
     )
 
 
+def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """``model`` under ``DistributedDataParallel`` when the job has several processes, else itself."""
+    if info.world_size == 1:
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 

@@ -1,15 +1,25 @@
 """A run's metrics log: ``metrics.jsonl`` (one JSON object per line) and TensorBoard scalars in
 ``tb/``, written by rank 0. A resumed run cuts ``metrics.jsonl`` back to what its checkpoint had
-seen, so every step appears once however often the run was killed."""
+seen, so every step appears once however often the run was killed. Also the lines a run writes to
+the ``xvit.train`` log: its start, each epoch, each evaluation, each skipped video."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from xvit.engine.distributed import DistInfo
+    from xvit.engine.train.ledger import SkipLedger
+    from xvit.engine.train.prepare import Prepared
+
+log = logging.getLogger("xvit.train")
 
 
 class RunLogger:
@@ -62,3 +72,79 @@ class RunLogger:
             self.file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def log_skips(logger: RunLogger, ledger: SkipLedger, step: int, *, main: bool) -> int:
+    """Write the ledger's new entries to metrics.jsonl (kind ``skip``) and the log; return how many."""
+    new = ledger.take_unlogged()
+    for entry in new:
+        logger.log("skip", step, entry)
+        if main:
+            log.warning(
+                "skipped %s video %s (epoch %d): %s", entry["split"], entry["path"], entry["epoch"], entry["reason"]
+            )
+    return len(new)
+
+
+def log_start(prep: Prepared, dist: DistInfo, *, params: float, global_batch: int, lr: float, run_dir: Path) -> None:
+    """The two lines a run starts with: what it trains on what, and the recipe (``params`` in millions)."""
+    cfg = prep.cfg
+    scaled = f" (optim.lr={cfg.optim.lr} x {global_batch}/{cfg.optim.lr_base_batch})" if cfg.optim.lr_base_batch else ""
+    log.info(
+        "training %s (%.2fM params) on %d train / %s val videos, %d classes -> %s",
+        cfg.model.name,
+        params,
+        len(prep.train_set),
+        len(prep.val_set) if prep.val_set is not None else "no",
+        prep.num_classes,
+        run_dir,
+    )
+    log.info(
+        "%d epochs x %d steps, global batch %d (%d x %d processes x %d accum), %s lr %.3g%s, "
+        "warm-up %g epochs + cosine, device %s, amp %s",
+        cfg.train.epochs,
+        prep.steps_per_epoch,
+        global_batch,
+        cfg.train.batch_size,
+        dist.world_size,
+        cfg.train.accum_steps,
+        cfg.optim.name,
+        lr,
+        scaled,
+        cfg.optim.warmup_epochs,
+        dist.device,
+        prep.amp_dtype or "off (float32)",
+    )
+
+
+def log_epoch(epoch: int, epochs: int, stats: dict, *, skipped: int, new: int) -> None:
+    """The line after an epoch (``epoch`` 1-based): its ``train_one_epoch`` figures and the skips."""
+    log.info(
+        "epoch %d/%d: loss %.4f, train acc %.1f%%, lr %.2e, %.1f clips/s, %.0f s, "
+        "%d unreadable training videos skipped (%d new)",
+        epoch,
+        epochs,
+        stats["loss"],
+        stats["acc"],
+        stats["lr"],
+        stats["clips_per_s"],
+        stats["time_s"],
+        skipped,
+        new,
+    )
+
+
+def log_val(views: str, epoch: int, res: dict) -> None:
+    """The line after an evaluation on the val split."""
+    log.info(
+        "val (%s views) after epoch %d: top-1 %.2f%%, top-5 %.2f%%, mean class acc %.2f%% on %d videos "
+        "(%d unreadable), %.0f s",
+        views,
+        epoch,
+        res["top1"],
+        res["top5"],
+        res["mean_class_acc"],
+        res["num_videos"],
+        res["num_missing"],
+        res["time_s"],
+    )
