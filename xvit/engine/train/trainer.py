@@ -107,12 +107,6 @@ class Trainer:
         )
         self.gate.saved()
 
-    def _write_checkpoint(self, epoch: int, step_in_epoch: int, gathered: list[dict]) -> None:
-        elapsed, written = self.elapsed(), self.logger.tell()
-        self.checkpoints.write(
-            epoch, step_in_epoch, self.state, gathered=gathered, elapsed_s=elapsed, metrics_bytes=written
-        )
-
     def _on_skip(self, path: str, reason: str) -> None:
         self.state.ledger.add(path, reason, self.state.epoch, "train")
 
