@@ -1,6 +1,6 @@
 """``xvit train`` under torchrun with a fault injected into rank 1 (``XVIT_TEST_FAULT``), for
 ``tests/test_train_ddp.py`` and ``tests/test_train_ddp_preempt.py``. The fault is injected here, by
-wrapping ``xvit.engine.loop._optimizer_step`` in this process only:
+wrapping ``xvit.engine.train.loop._optimizer_step`` in this process only:
 
 - ``hang``: rank 1 hangs after its second optimizer step;
 - ``kill``: rank 1 SIGKILLs itself after its second optimizer step;
@@ -17,7 +17,7 @@ import sys
 import time
 
 from xvit.cli import main
-from xvit.engine import loop
+from xvit.engine.train import loop
 
 FAULT = os.environ["XVIT_TEST_FAULT"]
 RANK = os.environ.get("RANK")

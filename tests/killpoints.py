@@ -4,7 +4,7 @@ steps a run takes to train and to commit a checkpoint, or the moment a file has 
 written (the file is cut to half its size first, as a kill in the middle of a write leaves it).
 
 The production code has no test switch: this module wraps, in the child process only, the
-module-level functions that ``xvit.engine.loop`` and ``xvit.engine.snapshot`` /
+module-level functions that ``xvit.engine.train.loop`` and ``xvit.engine.snapshot`` /
 ``xvit.engine.checkpoint`` call by name. Events, in the order a step takes them:
 
 - ``_optimizer_step`` (before / after): a kill between two checkpoints;
@@ -30,7 +30,8 @@ def _kill(where: str) -> None:
 
 def install(kill_at: int) -> None:
     """Make this process SIGKILL itself at event number ``kill_at`` (1-based)."""
-    from xvit.engine import checkpoint, loop, snapshot
+    from xvit.engine import checkpoint, snapshot
+    from xvit.engine.train import loop
 
     def event(name: str, path: str | os.PathLike | None = None) -> None:
         EVENTS.append(name)

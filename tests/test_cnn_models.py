@@ -19,8 +19,8 @@ from timm.models.resnet import ResNet
 import xvit
 from xvit.cli import main
 from xvit.errors import UserError
-from xvit.models.i3d_nl import inflated_blocks
-from xvit.models.resnet3d import NonLocal3d
+from xvit.models.cnn.i3d_nl import inflated_blocks
+from xvit.models.cnn.resnet3d import NonLocal3d
 from xvit.models.sizes import CNN_MODELS, is_cnn
 
 NANO = [f"{family}_nano" for family in CNN_MODELS]

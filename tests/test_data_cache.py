@@ -76,6 +76,27 @@ def test_disk_cache_is_reused_and_invalidated_per_file(vids, tmp_path, monkeypat
         assert torch.equal(third.open(1).get([0, 3]), video.get([0, 3]))
 
 
+def test_disk_cache_key_names_the_decoder_and_its_libraries(vids, tmp_path, monkeypatch):
+    """A disk cache filled by one decoder (or one version of its libraries) never serves another."""
+    from xvit.data import decode, video
+
+    paths = [str(vids["h264.mp4"])]
+    build_disk_cache(paths, tmp_path / "cache", progress=False)
+    decoded = []
+    original = frame_cache._decode
+    monkeypatch.setattr(frame_cache, "_decode", lambda job: decoded.append(job[2]) or original(job))
+    build_disk_cache(paths, tmp_path / "cache", progress=False)
+    assert decoded == []  # the same decoder: reused
+    monkeypatch.setitem(video.REGISTRY, "other", video.DecoderEntry("xvit.data.decode", "VideoReader"))
+    other = build_disk_cache(paths, tmp_path / "cache", progress=False, decoder="other")
+    assert decoded == ["other"] and other.open(0).num_frames > 0  # another decoder: decoded again
+    monkeypatch.setattr(decode, "library_version", lambda: "av 0.0 (libavcodec 0.0)")
+    build_disk_cache(paths, tmp_path / "cache", progress=False)
+    assert decoded == ["other", "pyav"]  # the default decoder with other libraries: decoded again
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 3
+    assert frame_cache.cache_key(paths, None, "pyav") != frame_cache.cache_key(paths, 24, "pyav")
+
+
 def test_memory_cache_decodes_a_repeated_path_once(vids, monkeypatch):
     decoded = []
     original = frame_cache._decode

@@ -109,7 +109,7 @@ def test_eval_writes_reports(run, capsys):
 
     # xvit predict's pipeline gives the same scores as the evaluation for the same views
     from xvit.engine.checkpoint import load_model
-    from xvit.engine.predict import predict_video
+    from xvit.engine.eval.predict import predict_video
 
     model, clip = load_model(ckpt)
     got = predict_video(model, clip, root / "videos" / "v3.mp4", views=(1, 3), topk=3)
@@ -226,7 +226,7 @@ def test_eval_runs_onnx_exports_and_bench_deploy_measures_what_int8_costs(run, t
 def test_pair_order_accuracy_comes_from_the_config_or_the_built_in_pairs():
     from xvit.data.clip import ClipSpec
     from xvit.engine.checkpoint import CheckpointMeta
-    from xvit.engine.evaluate import reversed_pairs
+    from xvit.engine.eval.evaluate import reversed_pairs
 
     clip = ClipSpec(num_frames=4, crop_size=32)
     names = ["still", "moving_right", "moving_left", "approaching", "receding"]

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from xvit.cli import main
-from xvit.engine.evaluate import evaluate
+from xvit.engine.eval.evaluate import evaluate
 
 NUM_VIDEOS, NUM_CLASSES, MISSING = 7, 3, (2, 5)  # 7 videos on 2 ranks: the sampler repeats one
 

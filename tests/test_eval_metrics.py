@@ -1,4 +1,4 @@
-"""Metrics of multi-view testing against hand-computed numbers (xvit.metrics, xvit.engine.evaluate.evaluate)."""
+"""Metrics of multi-view testing against hand-computed numbers (xvit.metrics, xvit.engine.eval.evaluate.evaluate)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from xvit.engine import metrics
-from xvit.engine.evaluate import evaluate
-from xvit.engine.metrics import (
+from xvit.engine.eval import metrics
+from xvit.engine.eval.evaluate import evaluate
+from xvit.engine.eval.metrics import (
     ScoreAccumulator,
     aggregate_views,
     confusion_matrix,
@@ -54,7 +54,7 @@ def test_topk_accuracy_hand_computed():
 def test_topk_clamped_when_fewer_classes_than_k(caplog, monkeypatch):
     monkeypatch.setattr(metrics, "_WARNED", set())  # warned once per process: forget earlier warnings
     scores = torch.tensor([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
-    with caplog.at_level(logging.WARNING, logger="xvit.engine.metrics"):
+    with caplog.at_level(logging.WARNING, logger="xvit.engine.eval.metrics"):
         acc = topk_accuracy(scores, torch.tensor([0, 0]))
     assert acc == pytest.approx({"top1": 50.0, "top5": 100.0})
     assert "clamped" in caplog.text
@@ -70,7 +70,7 @@ def test_confusion_and_per_class_accuracy_with_absent_class(caplog):
     per_class = per_class_accuracy(conf)
     assert per_class[:2].tolist() == pytest.approx([200 / 3, 100.0])
     assert math.isnan(per_class[2]) and per_class[3] == 0.0
-    with caplog.at_level(logging.INFO, logger="xvit.engine.metrics"):
+    with caplog.at_level(logging.INFO, logger="xvit.engine.eval.metrics"):
         # mean over the 3 present classes: (66.67 + 100 + 0) / 3, class 2 excluded (not a 0)
         assert mean_class_accuracy(conf) == pytest.approx((200 / 3 + 100.0 + 0.0) / 3)
     assert "3 of 4 classes" in caplog.text

@@ -16,10 +16,10 @@ from videos import write_index_video
 import xvit
 from xvit.cli import main
 from xvit.data.clip import ClipSpec
-from xvit.engine import export as xexport
 from xvit.engine.checkpoint import CheckpointMeta, save_model
-from xvit.engine.onnx_model import CLIP_KEY, INPUT_KEY, MODEL_KEY, OUTPUT_KEY, QUANT_KEY, OnnxModel, require
-from xvit.engine.predict import video_views
+from xvit.engine.deploy import export as xexport
+from xvit.engine.deploy.onnx_model import CLIP_KEY, INPUT_KEY, MODEL_KEY, OUTPUT_KEY, QUANT_KEY, OnnxModel, require
+from xvit.engine.eval.predict import video_views
 from xvit.errors import UserError
 from xvit.models.layers import Attention, mix_offsets, shift_cat, temporal_shift
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import xvit
-from xvit.engine.optim import WarmupCosine, build_optimizer
+from xvit.engine.train.optim import WarmupCosine, build_optimizer
 
 T, S, K, STEPS, BATCH = 4, 32, 4, 200, 16
 

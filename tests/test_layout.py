@@ -101,7 +101,7 @@ def test_models_command_takes_a_pattern(capsys):
 
 
 def test_reversed_pairs_resolve_by_name_or_label():
-    from xvit.engine.prepare import resolve_pairs
+    from xvit.engine.eval.metrics import resolve_pairs
 
     names = ["left", "right", "still"]
     assert resolve_pairs([["left", "right"], [2, 0]], names) == [(0, 1), (2, 0)]

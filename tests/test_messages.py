@@ -18,7 +18,7 @@ from xvit.cli import main
 from xvit.data.clip import ClipSpec
 from xvit.engine.checkpoint import CheckpointMeta, save_model
 from xvit.engine.config import load_config
-from xvit.engine.resume import find_checkpoint
+from xvit.engine.train.resume import find_checkpoint
 from xvit.errors import UserError
 
 

@@ -17,7 +17,7 @@ import xvit
 from xvit.cli import main
 from xvit.data.decode import VideoDecodeError
 from xvit.engine.checkpoint import load_model, save_model
-from xvit.engine.predict import predict_video, video_views
+from xvit.engine.eval.predict import predict_video, video_views
 
 CLASSES = ["left", "right", "still", "zoom", "spin", "flash"]  # 6 classes: top-5 is a real top-5
 

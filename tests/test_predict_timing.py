@@ -17,7 +17,7 @@ import xvit
 from xvit.bench.predict import PARTS, write_checkpoint, write_videos
 from xvit.cli import main
 from xvit.engine.checkpoint import read_meta, save_model
-from xvit.engine.prefetch import Prefetch
+from xvit.engine.eval.prefetch import Prefetch
 from xvit.engine.timing import PhaseClock, mark_command_start, process_age, start_method
 
 CLASSES = ["a", "b", "c", "d"]
@@ -139,7 +139,8 @@ def test_predict_imports_only_what_its_path_needs():
     """The command's module leaves the model code, onnxruntime and the timeline to the paths using them."""
     code = (
         "import sys, xvit.cli.predict\n"
-        "lazy = ['xvit.engine.onnx_model', 'onnxruntime', 'xvit.engine.timeline', 'xvit.engine.timeline_plot',"
+        "lazy = ['xvit.engine.deploy.onnx_model', 'onnxruntime', 'xvit.engine.eval.timeline',"
+        " 'xvit.engine.eval.timeline_plot',"
         " 'matplotlib', 'timm', 'xvit.models.factory']\n"
         "print([m for m in lazy if m in sys.modules])\n"
     )

@@ -21,11 +21,11 @@ from xvit.cli import main
 from xvit.data.clip import ClipSpec
 from xvit.data.decode import VideoDecodeError, decode_frames
 from xvit.data.stream import stream_frames
-from xvit.engine import timeline as xtimeline
 from xvit.engine.checkpoint import CheckpointMeta, save_model
-from xvit.engine.onnx_model import CLIP_KEY, INPUT_KEY
-from xvit.engine.prefetch import prefetch
-from xvit.engine.timeline import plan_windows
+from xvit.engine.deploy.onnx_model import CLIP_KEY, INPUT_KEY
+from xvit.engine.eval import timeline as xtimeline
+from xvit.engine.eval.prefetch import prefetch
+from xvit.engine.eval.timeline import plan_windows
 from xvit.errors import UserError
 
 CLASSES = ["left", "right", "still", "zoom", "spin", "flash"]

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 from test_train_e2e import tiny, tiny_overrides  # noqa: F401 - tiny: the module's fixture
 
-from xvit.engine.resume import find_checkpoint
+from xvit.engine.train.resume import find_checkpoint
 
 MIN_KILLS, MAX_KILLS = 10, 14  # after MAX_KILLS the run may finish
 STEPS = 32  # 8 epochs x 4 steps (8 videos, batch 2); a step takes >= 16 events, so an attempt
@@ -49,7 +49,7 @@ COMMON = dict(
 @pytest.fixture(scope="module")
 def forkserver():
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "xvit.engine.train", "xvit.cli.train", "killpoints"])
+    ctx.set_forkserver_preload(["torch", "xvit.engine.train.job", "xvit.cli.train", "killpoints"])
     return ctx
 
 
@@ -128,7 +128,7 @@ def test_sigkill_at_random_moments_resumes_bit_exact(tiny, tmp_path, forkserver)
 def test_leftovers_of_interrupted_saves_are_removed_and_older_checkpoints_kept(tmp_path):
     """A half-done commit never shadows the previous complete checkpoint."""
     from xvit.engine import snapshot
-    from xvit.engine.resume import find_checkpoint
+    from xvit.engine.train.resume import find_checkpoint
 
     folder = tmp_path / "checkpoints"
     state = {"version": 2, "global_step": 3}

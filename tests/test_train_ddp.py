@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 import xvit
 from xvit.cli import main
-from xvit.engine.resume import last_state
+from xvit.engine.train.resume import last_state
 
 ATOL = 1e-5
 

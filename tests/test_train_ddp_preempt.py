@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 from test_train_ddp import _overrides
 
-from xvit.engine.resume import last_state
+from xvit.engine.train.resume import last_state
 from xvit.errors import EXIT_STOPPED
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import xvit
 from xvit.cli import main
-from xvit.engine.resume import last_state
+from xvit.engine.train.resume import last_state
 
 SUBSET = (0, 1, 12, 13)  # moving_left, moving_right (time-reversed pair), static_cross, static_ring
 
@@ -345,11 +345,44 @@ def test_skip_ledger_counts_and_lists_unreadable_videos(tiny, tmp_path, capsys, 
     assert not (tmp_path / "strict" / "results.json").exists()
 
 
+def test_a_resumed_run_does_not_reopen_the_videos_its_ledger_holds(tiny, tmp_path, monkeypatch):
+    """The skip ledger's training videos survive a resume as known unreadable: the continued run
+    replaces them without opening them (in every epoch), and still lists them once."""
+    from xvit.data import datasets
+
+    (tiny / "bad").mkdir(exist_ok=True)
+    (tiny / "bad" / "empty.mp4").write_bytes(b"")
+    (tiny / "bad" / "text.mp4").write_text("not a video\n")
+    train_list = tmp_path / "train.txt"
+    train_list.write_text((tiny / "sub.txt").read_text() + "bad/empty.mp4 0\nbad/text.mp4 1\n")
+    opened: list[str] = []
+    real_open = datasets.open_video
+    monkeypatch.setattr(datasets, "open_video", lambda path, *a: opened.append(Path(path).name) or real_open(path, *a))
+    common = dict(
+        data__train_annotations=str(train_list),
+        data__cache="none",
+        data__max_skipped_fraction=0.25,
+        eval__enabled=False,
+        train__batch_size=2,
+    )
+    run_dir = tmp_path / "resumed"
+    assert train(tiny, run_dir, train__epochs=1, **common) == 0
+    assert {"empty.mp4", "text.mp4"} <= set(opened)  # one epoch draws every video once
+    opened.clear()
+    assert train(tiny, run_dir, train__epochs=3, **common) == 0  # resumed after epoch 1, two more epochs
+    assert len(opened) >= 2 * 8 and not {"empty.mp4", "text.mp4"} & set(opened)
+    skipped = json.loads((run_dir / "results.json").read_text())["skipped"]
+    assert skipped["train"] == 2 and sorted(Path(v["path"]).name for v in skipped["videos"]) == [
+        "empty.mp4",
+        "text.mp4",
+    ]
+
+
 def test_run_directory_of_an_older_version_resumes(tiny, trained, tmp_path):
     """``last.safetensors`` + ``last.state.pt`` (state version 1, no ledger): continued to a 2nd epoch."""
     import shutil
 
-    from xvit.engine.resume import find_checkpoint
+    from xvit.engine.train.resume import find_checkpoint
 
     run = tmp_path / "old"
     shutil.copytree(trained, run)

@@ -26,10 +26,11 @@ from test_train_crash import COMMON as CRASH_RUN
 from test_train_e2e import tiny, tiny_overrides  # noqa: F401 - tiny: the module's fixture
 
 from xvit.cli import main
-from xvit.engine import evaluate as evaluate_module
-from xvit.engine import loop, snapshot
+from xvit.engine import snapshot
 from xvit.engine.config import load_config
-from xvit.engine.resume import find_checkpoint, last_state
+from xvit.engine.eval import evaluate as evaluate_module
+from xvit.engine.train import loop
+from xvit.engine.train.resume import find_checkpoint, last_state
 from xvit.errors import EXIT_STOPPED, UserError
 
 # the crash-consistency test's tiny run (random crops and clip starts, mixup, drop path: the RNG
@@ -219,7 +220,7 @@ def test_stop_signals_are_checked_and_can_be_turned_off():
 def test_a_signal_the_process_ignores_stays_ignored():
     """A shell starts a background job with SIGINT ignored (so that Ctrl-C reaches only the
     foreground): catching the stop signals leaves it so, as Python does."""
-    from xvit.engine.preempt import StopSignals, catch_stop_signals
+    from xvit.engine.train.preempt import StopSignals, catch_stop_signals
 
     before = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
@@ -310,7 +311,7 @@ def test_a_loader_worker_ignores_the_stop_signals_of_others_but_not_its_parents_
     """What ``worker_init`` gives the run's data-loader workers: SIGTERM and SIGINT from another
     process (a process group signalled) leave a worker serving batches; SIGTERM from its own
     parent (the loader ending a stuck worker, or the interpreter's exit) still ends it."""
-    from xvit.engine.preempt import worker_init
+    from xvit.engine.train.preempt import worker_init
 
     loader = torch.utils.data.DataLoader(
         _Numbers(), batch_size=4, num_workers=1, worker_init_fn=worker_init(["SIGTERM", "SIGINT", "SIGUSR1"])

@@ -11,8 +11,8 @@ import yaml
 from torch import nn
 
 from xvit.engine.config import Config, config_from_dict, load_config, parse_overrides, save_config, shipped_configs
-from xvit.engine.mixup import VideoMixup, cutmix_box, smooth_one_hot, soft_cross_entropy
-from xvit.engine.optim import WarmupCosine, build_optimizer, lr_factor, param_groups, scaled_lr
+from xvit.engine.train.mixup import VideoMixup, cutmix_box, smooth_one_hot, soft_cross_entropy
+from xvit.engine.train.optim import WarmupCosine, build_optimizer, lr_factor, param_groups, scaled_lr
 from xvit.errors import UserError
 
 # ------------------------------------------------------------------------------------------ config

@@ -4,7 +4,7 @@ quantization, and the ``torch.export`` program (pt2) run by PyTorch.
 
 For every model size (X-ViT ViT-Tiny/16 and ViT-B/16 by default, 8 frames at 224 px, random
 weights, 400 classes) a checkpoint in xvit's format is written and exported by the real export
-path (``xvit.engine.export``: ``export_checkpoint`` with its checks, ``quantize_onnx``), each
+path (``xvit.engine.deploy.export``: ``export_checkpoint`` with its checks, ``quantize_onnx``), each
 export timed and its file size recorded. Then every runtime runs in its own worker process
 (``xvit.bench.runner.Pool``, so that one runtime's memory and threads cannot touch another's),
 interleaved: each pass times every runtime at each batch size in turn, the start rotated, with
@@ -34,8 +34,8 @@ from xvit.bench.predict import write_checkpoint
 from xvit.bench.report import environment
 from xvit.bench.runner import Pool
 from xvit.engine.checkpoint import load_checkpoint
-from xvit.engine.export import QUANTIZE, export_checkpoint, quantize_onnx, verify_export
-from xvit.engine.onnx_model import OnnxModel
+from xvit.engine.deploy.export import QUANTIZE, export_checkpoint, quantize_onnx, verify_export
+from xvit.engine.deploy.onnx_model import OnnxModel
 from xvit.models.sizes import VARIANTS, variant_name
 from xvit.progress import progress_bar
 

@@ -1,9 +1,9 @@
 """``xvit bench-deploy --accuracy CKPT``: what int8 quantization costs in accuracy, measured for real.
 
-The checkpoint is exported by the real command path (``xvit.engine.export.export_checkpoint``,
+The checkpoint is exported by the real command path (``xvit.engine.deploy.export.export_checkpoint``,
 checks included): fp32 ONNX, and ONNX with ``quantize="int8"`` (and ``"uint8"`` if asked). The
 checkpoint in PyTorch and the files (run by onnxruntime) are then evaluated on the checkpoint's
-own val set with its test views (``xvit.engine.evaluate.evaluate_checkpoint``, as ``xvit eval`` does):
+own val set with its test views (``xvit.engine.eval.evaluate.evaluate_checkpoint``, as ``xvit eval`` does):
 top-1, top-5, pair order accuracy where the classes hold time-reversed pairs, and the fraction of
 videos whose predicted class is the PyTorch model's.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from xvit.engine.checkpoint import load_checkpoint
-from xvit.engine.evaluate import evaluate_checkpoint
-from xvit.engine.export import export_checkpoint
-from xvit.engine.onnx_model import OnnxModel
+from xvit.engine.deploy.export import export_checkpoint
+from xvit.engine.deploy.onnx_model import OnnxModel
+from xvit.engine.eval.evaluate import evaluate_checkpoint
 from xvit.errors import UserError
 
 EAGER = "PyTorch eager"

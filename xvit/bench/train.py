@@ -12,7 +12,7 @@ Three measurements of the same run set-up (model, batch, threads, optimizer, mix
 Each is the median over repeats of clips/s over the timed steps (after ``warmup`` steps). The
 data loading is not the bottleneck when ``train / compute`` is close to 1.
 
-With ``snapshots`` it also times what preemption safety costs (``xvit.engine.preempt``): the
+With ``snapshots`` it also times what preemption safety costs (``xvit.engine.train.preempt``): the
 check ``xvit train`` makes at every step boundary (``StepGate.poll``, one process), and a snapshot
 of the run's state, ``Trainer.checkpoint`` (weights, optimizer, RNG states: written, fsynced and
 renamed into place), with its size.
@@ -31,11 +31,11 @@ import torch
 
 from xvit.engine import distributed as xdist
 from xvit.engine.config import Config
-from xvit.engine.loop import train_one_epoch
-from xvit.engine.prepare import cpu_threads, prepare
 from xvit.engine.runtime import seed_everything
 from xvit.engine.snapshot import newest
-from xvit.engine.trainer import Trainer
+from xvit.engine.train.loop import train_one_epoch
+from xvit.engine.train.prepare import cpu_threads, prepare
+from xvit.engine.train.trainer import Trainer
 
 KINDS = ("compute", "loader", "train")
 

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"xvit {args.command}: error: {err}", file=sys.stderr)
         rc = 2
-    except Stopped as err:  # a stop signal: the run wrote a snapshot of its step (xvit.engine.preempt)
+    except Stopped as err:  # a stop signal: the run wrote a snapshot of its step (xvit.engine.train.preempt)
         if str(err):
             print(err, file=sys.stderr, flush=True)
         rc = EXIT_STOPPED

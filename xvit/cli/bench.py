@@ -39,72 +39,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    aliases, defaults = " ".join([*ALIASES, *PEERS]), " ".join(DEFAULT_MODELS)
-    p.add_argument(
-        "--models",
-        nargs="+",
-        default=DEFAULT_MODELS,
-        metavar="M",
-        help=f"aliases ({aliases}) or model names (default: {defaults})",
-    )
-    p.add_argument(
-        "--size",
-        default="base",
-        help="ViT size of the aliases and peers (default base; nano, micro, tiny, small, large)",
-    )
-    p.add_argument("--patch", type=int, default=16, help="patch size of the aliases and peers (default 16)")
-    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's, 224)")
-    p.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="frame counts (default 8 16)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="inference batch sizes (default 1 4)")
-    p.add_argument(
-        "--train-batch-size", type=int, default=None, help="training-step batch (default: the largest inference batch)"
-    )
-    p.add_argument("--classes", type=int, default=400, help="classifier size (default 400, Kinetics)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
-    p.add_argument(
-        "--dtype", choices=list(DTYPE_NAMES), default="fp32", help="fp32, or bf16/fp16 autocast (default fp32)"
-    )
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="torch.compile every model (default off)",
-    )
-    p.add_argument(
-        "--sdpa",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="fused scaled_dot_product_attention (default on); --no-sdpa: eager",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="intra-op threads per model (default on CPU: 1, the setting that resolves 2%%; "
-        "on CUDA: torch's, one per core)",
-    )
-    p.add_argument("--repeats", type=int, default=3, help="timed passes over every model (default 3)")
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=1,
-        help="untimed passes over every model first; the first pass measures peak memory (default 1; with 0 "
-        "the first timed repeat does, and its times include re-faulting the freed heap)",
-    )
-    p.add_argument("--iters", type=int, default=1, help="iterations timed per repeat (default 1)")
-    p.add_argument(
-        "--settle",
-        type=int,
-        default=1,
-        help="untimed iterations right before the timed ones of each phase (default 1)",
-    )
-    p.add_argument(
-        "--keep-heap",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="CPU: each model's process keeps freed memory resident (glibc: no mmap for large blocks, no "
-        "automatic trim), so repeated steps do not page-fault it back in (default on)",
-    )
+    _model_arguments(p)
+    _runtime_arguments(p)
+    _timing_arguments(p)
     p.add_argument("--no-train", action="store_true", help="skip the training step")
     p.add_argument("--no-infer", action="store_true", help="skip inference")
     p.add_argument(
@@ -134,6 +71,84 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write every measurement as JSON")
     p.add_argument(
         "--plot", type=Path, default=None, metavar="PATH", help="videos/s against GFLOPs (log axes), PNG/PDF/SVG"
+    )
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    """What is measured: models, sizes, frames, batches."""
+    aliases, defaults = " ".join([*ALIASES, *PEERS]), " ".join(DEFAULT_MODELS)
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=DEFAULT_MODELS,
+        metavar="M",
+        help=f"aliases ({aliases}) or model names (default: {defaults})",
+    )
+    p.add_argument(
+        "--size",
+        default="base",
+        help="ViT size of the aliases and peers (default base; nano, micro, tiny, small, large)",
+    )
+    p.add_argument("--patch", type=int, default=16, help="patch size of the aliases and peers (default 16)")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's, 224)")
+    p.add_argument("--frames", type=int, nargs="+", default=[8, 16], help="frame counts (default 8 16)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="inference batch sizes (default 1 4)")
+    p.add_argument(
+        "--train-batch-size", type=int, default=None, help="training-step batch (default: the largest inference batch)"
+    )
+    p.add_argument("--classes", type=int, default=400, help="classifier size (default 400, Kinetics)")
+
+
+def _runtime_arguments(p: argparse.ArgumentParser) -> None:
+    """How the models run: device, dtype, compile, attention path, threads."""
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    p.add_argument(
+        "--dtype", choices=list(DTYPE_NAMES), default="fp32", help="fp32, or bf16/fp16 autocast (default fp32)"
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile every model (default off)",
+    )
+    p.add_argument(
+        "--sdpa",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fused scaled_dot_product_attention (default on); --no-sdpa: eager",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads per model (default on CPU: 1, the setting that resolves 2%%; "
+        "on CUDA: torch's, one per core)",
+    )
+
+
+def _timing_arguments(p: argparse.ArgumentParser) -> None:
+    """How they are timed: repeats, warm-up, iterations, the heap."""
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over every model (default 3)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed passes over every model first; the first pass measures peak memory (default 1; with 0 "
+        "the first timed repeat does, and its times include re-faulting the freed heap)",
+    )
+    p.add_argument("--iters", type=int, default=1, help="iterations timed per repeat (default 1)")
+    p.add_argument(
+        "--settle",
+        type=int,
+        default=1,
+        help="untimed iterations right before the timed ones of each phase (default 1)",
+    )
+    p.add_argument(
+        "--keep-heap",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CPU: each model's process keeps freed memory resident (glibc: no mmap for large blocks, no "
+        "automatic trim), so repeated steps do not page-fault it back in (default on)",
     )
 
 

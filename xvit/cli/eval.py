@@ -17,8 +17,8 @@ from xvit.data.clip import parse_view_list
 from xvit.data.video import DECODERS, check_decoder
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import CheckpointMeta, load_checkpoint
-from xvit.engine.evaluate import evaluate_checkpoint
-from xvit.engine.reports import write_reports, write_views_table
+from xvit.engine.eval.evaluate import evaluate_checkpoint
+from xvit.engine.eval.reports import write_reports, write_views_table
 from xvit.engine.runtime import resolve_device, resolve_dtype
 from xvit.errors import UserError
 
@@ -131,7 +131,7 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn
     """The checkpoint's model on ``device``, or the ONNX export (``OnnxModel``) and its metadata."""
     if args.checkpoint:
         return load_checkpoint(args.checkpoint, device=device)
-    from xvit.engine.onnx_model import OnnxModel  # onnxruntime: the optional export extra
+    from xvit.engine.deploy.onnx_model import OnnxModel  # onnxruntime: the optional export extra
 
     model = OnnxModel(args.model)
     return model, model.meta

@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from xvit.engine.export import (
+from xvit.engine.deploy.export import (
     DEFAULT_OPSET,
     FORMATS,
     INT8_TOLERANCE,

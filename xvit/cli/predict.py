@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from xvit.data.clip import ClipSpec, parse_views
 from xvit.data.video import DECODERS, VideoDecodeError, check_decoder
 from xvit.engine.checkpoint import load_checkpoint, read_meta
-from xvit.engine.predict import top_classes, video_views, views_scores
-from xvit.engine.prefetch import Prefetch
+from xvit.engine.eval.predict import top_classes, video_views, views_scores
+from xvit.engine.eval.prefetch import Prefetch
 from xvit.engine.runtime import resolve_device, resolve_dtype
 from xvit.engine.timing import PhaseClock, start_method
 from xvit.errors import UserError
@@ -79,7 +79,7 @@ def load_predictor(args: argparse.Namespace) -> tuple[nn.Module, ClipSpec, str |
     if args.model:
         if args.device not in (None, "cpu") or args.amp != "none":
             raise UserError("--model runs the ONNX file with onnxruntime on CPU; drop --device / --amp")
-        from xvit.engine.onnx_model import OnnxModel
+        from xvit.engine.deploy.onnx_model import OnnxModel
 
         model = OnnxModel(args.model)
         return model, model.clip, model.name, torch.device("cpu")
@@ -188,8 +188,8 @@ def timings_line(t: dict) -> str:
 
 def run_timeline(args: argparse.Namespace, model: nn.Module, clip: ClipSpec, name: str | None, device) -> int:
     """``--timeline``: windows of every video -> CSV, JSON, PNG under ``--out``; exit 1 if a video failed."""
-    from xvit.engine.timeline import video_timeline, write_timeline
-    from xvit.engine.timeline_plot import plot_timeline
+    from xvit.engine.eval.timeline import video_timeline, write_timeline
+    from xvit.engine.eval.timeline_plot import plot_timeline
 
     if args.decoder != "pyav":
         raise UserError(f"--timeline streams the video in one pass with PyAV; drop --decoder {args.decoder}")

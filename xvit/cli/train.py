@@ -2,7 +2,7 @@
 model of ``compare``) with the recipe of the config and evaluate it with multi-view testing.
 
 Everything a user can get wrong (config keys, data paths, labels, model options, pretrained or
-resume checkpoints) is checked before the run directory is created (``xvit.engine.prepare``).
+resume checkpoints) is checked before the run directory is created (``xvit.engine.train.prepare``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import yaml
 
 from xvit.engine.config import load_config, shipped_configs
-from xvit.engine.train import check_model_names, train
+from xvit.engine.train.job import check_model_names, train
 from xvit.errors import EXIT_STOPPED, PeerFailure
 
 

@@ -10,13 +10,15 @@ flips and AutoAugment stay exactly what they are: they run on the cached frames.
   data-loader workers start, which share it copy-on-write when forked). Built anew by every run
   and every DDP process.
 - ``disk``: one memory-mapped file per dataset (``<dir>/<key>.u8`` + ``<key>.json``, the key a
-  hash of the video list and the short side), built once and reused by later runs, every worker
-  and every DDP process; entries whose file changed (size or mtime) are decoded again and
-  appended. Size: ``frames x H x W x 3`` bytes (the built-in benchmark: ~50 KB per video).
+  hash of what the frames depend on: the video list, the short side, the decoder with its
+  libraries' versions and torchvision's, which resizes), built once and reused by later runs,
+  every worker and every DDP process; entries whose file changed (size or mtime) are decoded
+  again and appended. Size: ``frames x H x W x 3`` bytes (the built-in benchmark: ~50 KB per video).
 
 An unreadable video is cached as its error: reading it raises the same ``VideoDecodeError``.
-The cache is built with the run's decoder (``data.decoder``) but its key does not name it: the
-decoders give the same frames (``xvit.data.video``), so a disk cache serves both.
+The cache is built with the run's decoder (``data.decoder``). The decoders aim at the same frames
+(``xvit.data.video``) but a codec's output may differ by a few levels between FFmpeg builds, so a
+disk cache filled by one decoder (or one version of it) never serves another.
 """
 
 from __future__ import annotations
@@ -33,16 +35,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 from torchvision.transforms.v2 import functional as TF
 
-from xvit.data.video import DEFAULT_DECODER, VideoDecodeError, check_decoder, open_video
+from xvit.data.video import DEFAULT_DECODER, VideoDecodeError, check_decoder, decoder_version, open_video
 from xvit.errors import UserError
 from xvit.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 CACHE_MODES = ("none", "memory", "disk")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key names the decoder and the libraries' versions
 
 
 @dataclass(frozen=True)
@@ -207,10 +210,16 @@ def build_memory_cache(
     return FrameCache([decoded[p][0] for p in paths], [decoded[p][1] for p in paths])
 
 
-def cache_key(paths: Sequence[str], short_side: int | None) -> str:
-    """The disk cache's name: a hash of the video paths (in order) and the short side."""
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, short_side, [os.path.abspath(p) for p in paths]]).encode())
-    return h.hexdigest()[:16]
+def frames_source(decoder: str) -> str:
+    """What decoded and resized cached frames depend on besides the files: the decoder with its
+    libraries' versions and torchvision's (the resize)."""
+    return f"{decoder_version(decoder)}; torchvision {torchvision.__version__}"
+
+
+def cache_key(paths: Sequence[str], short_side: int | None, decoder: str = DEFAULT_DECODER) -> str:
+    """The disk cache's name: a hash of the video paths (in order), the short side and ``frames_source``."""
+    doc = [CACHE_VERSION, short_side, frames_source(decoder), [os.path.abspath(p) for p in paths]]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
 def _read_index(index_file: Path, data_file: Path) -> dict[str, Entry]:
@@ -246,7 +255,7 @@ def build_disk_cache(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create the frame cache folder {directory} ({err}); set data.frame_cache_dir") from None
-    key = cache_key(paths, short_side)
+    key = cache_key(paths, short_side, decoder)
     data_file, index_file = directory / f"{key}.u8", directory / f"{key}.json"
     known = _read_index(index_file, data_file)
     paths = [str(p) for p in paths]
@@ -262,7 +271,12 @@ def build_disk_cache(
                 known[entry.path] = entry
             f.flush()
             os.fsync(f.fileno())
-        doc = {"version": CACHE_VERSION, "short_side": short_side, "entries": [asdict(known[p]) for p in paths]}
+        doc = {
+            "version": CACHE_VERSION,
+            "short_side": short_side,
+            "source": frames_source(decoder),
+            "entries": [asdict(known[p]) for p in paths],
+        }
         tmp = index_file.with_suffix(f".json.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, index_file)

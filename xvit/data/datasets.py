@@ -9,7 +9,7 @@ is decoded in one call and every view is cut from that decode.
 Bad data never stops a run: a video that cannot be read (missing, empty, truncated, audio-only,
 undecodable) is logged once per path and process on the ``xvit.data`` logger and appended to the
 dataset's ``skipped`` list as ``(path, reason)`` (the training loader ships these to the run's
-skip ledger, ``xvit.engine.ledger``); training draws another random video (at most
+skip ledger, ``xvit.engine.train.ledger``); training draws another random video (at most
 ``max_retries`` times in a row, then a ``UserError``), testing returns ``views=None`` and
 ``collate_views`` lists the index under ``missing``. A test video with fewer frames than a clip
 needs is warned about once (its frames are repeated to fill the clip).
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -191,6 +191,16 @@ class VideoDataset(Dataset):
             f"{self.num_skipped - skipped_before} videos in a row could not be read (last: {last_error}); "
             f"most of the dataset seems unreadable: run `xvit check-data` on it"
         )
+
+    def mark_unreadable(self, paths: Iterable[str]) -> int:
+        """Treat the videos at ``paths`` as known unreadable: training replaces them without opening
+        them (a resumed run's skip ledger, every rank's skips); returns how many of ours they are."""
+        wanted = {str(p) for p in paths}
+        if not wanted:
+            return 0
+        bad = {i for i, s in enumerate(self.samples) if str(s.path) in wanted}
+        self._bad |= bad
+        return len(bad)
 
     def _skip(self, err: VideoDecodeError) -> None:
         _report_bad(err)

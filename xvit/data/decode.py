@@ -28,6 +28,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
+from typing import Self
 
 import av
 import numpy as np
@@ -125,8 +126,15 @@ def _to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
     return _rotate(rgb, int(frame.rotation or 0))
 
 
-class VideoReader:
-    """An open video file (use as a context manager): metadata and frame access by index."""
+def library_version() -> str:
+    """PyAV's version and the FFmpeg libraries its wheel bundles (``data.video.decoder_version``)."""
+    libs = ", ".join(f"{name} {'.'.join(map(str, v))}" for name, v in sorted(av.library_versions.items()))
+    return f"av {av.__version__} ({libs})"
+
+
+class _VideoStream:
+    """An open file's first video stream: its metadata, and the decoder loop the reader's frame
+    access is built on (``VideoReader``)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
@@ -143,9 +151,8 @@ class VideoReader:
         self._info: VideoInfo | None = None
         self.frames_decoded = 0  # decoder output count, for tests and benchmarks
         self._reformatter = VideoReformatter()
-        self._maps: dict[str, _IndexMap | None] = {}  # "rate" / "table" -> frame index map, or None
 
-    def __enter__(self) -> VideoReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -245,6 +252,15 @@ class VideoReader:
         big = (ctx.width or 0) * (ctx.height or 0) >= THREADS_MIN_PIXELS
         if long_decode and big and not ctx.is_open:
             self._stream.thread_type = "AUTO"
+
+
+class VideoReader(_VideoStream):
+    """An open video file (use as a context manager): metadata (``_VideoStream``) and frame access
+    by index: seeking through a frame index map, else decoding from the start."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self._maps: dict[str, _IndexMap | None] = {}  # "rate" / "table" -> frame index map, or None
 
     def get(self, indices: Sequence[int]) -> torch.Tensor:
         """Frames at ``indices`` (any order, repeats allowed) -> uint8 (len(indices), H, W, 3)."""

@@ -51,7 +51,7 @@ from xvit.data.video import (
 )
 from xvit.errors import UserError
 
-__all__ = ["TorchcodecReader", "load_torchcodec"]
+__all__ = ["TorchcodecReader", "library_version", "load_torchcodec"]
 
 logger = logging.getLogger("xvit.data")
 
@@ -86,6 +86,14 @@ def load_torchcodec() -> ModuleType:
             "decoder (data.decoder=pyav / --decoder pyav)"
         )
     return decoders
+
+
+def library_version() -> str:
+    """torchcodec's version and the FFmpeg major version it loaded (``data.video.decoder_version``)."""
+    load_torchcodec()
+    import torchcodec
+
+    return f"torchcodec {torchcodec.__version__} (FFmpeg {torchcodec.ffmpeg_major_version})"
 
 
 def _reason(err: BaseException) -> str:

@@ -11,7 +11,9 @@ The rules both apply are written once here: the file checks before opening, inde
 and what happens when frames past the end of a stream are asked for (the last frame repeats
 within a small slack, else the file is reported truncated).
 
-The decoder modules are imported when first selected, so torchcodec stays optional.
+The decoders are a registry of names (``REGISTRY``): their modules are imported when first
+selected, so torchcodec stays optional, and a decoder depends on this interface only. A third
+decoder is a module with a reader class implementing :class:`Video` and one entry here.
 """
 
 from __future__ import annotations
@@ -35,18 +37,31 @@ __all__ = [
     "VideoDecodeError",
     "VideoInfo",
     "check_decoder",
+    "decoder_version",
     "decode_all",
     "decode_frames",
     "open_video",
     "video_info",
 ]
 
-DECODERS = ("pyav", "torchcodec")
-DEFAULT_DECODER = "pyav"
-_READERS = {  # decoder -> (module, reader class), imported when first selected
-    "pyav": ("xvit.data.decode", "VideoReader"),
-    "torchcodec": ("xvit.data.decode_torchcodec", "TorchcodecReader"),
+
+@dataclass(frozen=True)
+class DecoderEntry:
+    """A decoder of the registry, named by module so that it is imported when first selected: this
+    module depends on no decoder, and a decoder only on this interface."""
+
+    module: str  # implements the interface
+    reader: str  # its class: reader(path) -> Video
+    check: str | None = None  # its function that raises a UserError when the decoder cannot run here
+    version: str = "library_version"  # its function naming the libraries (and versions) that decode
+
+
+REGISTRY = {
+    "pyav": DecoderEntry("xvit.data.decode", "VideoReader"),
+    "torchcodec": DecoderEntry("xvit.data.decode_torchcodec", "TorchcodecReader", check="load_torchcodec"),
 }
+DECODERS = tuple(REGISTRY)
+DEFAULT_DECODER = "pyav"
 INSTALL_TORCHCODEC = (
     "pip install 'xvit[torchcodec]' and FFmpeg's shared libraries (Debian/Ubuntu: apt-get install ffmpeg), "
     "or use the default decoder (data.decoder=pyav / --decoder pyav)"
@@ -159,21 +174,27 @@ def check_past_end(path: str, count: int, last: int, num_frames: int) -> None:
 # ---- choosing a decoder ---------------------------------------------------------------------------
 def check_decoder(decoder: str) -> str:
     """``decoder`` if it is known and usable here; else a ``UserError`` saying what to install."""
-    if decoder not in DECODERS:
-        raise UserError(f"decoder {decoder!r} is unknown; use one of {', '.join(DECODERS)}")
-    if decoder == "torchcodec":
-        from xvit.data.decode_torchcodec import load_torchcodec
-
-        load_torchcodec()
+    if decoder not in REGISTRY:
+        raise UserError(f"decoder {decoder!r} is unknown; use one of {', '.join(REGISTRY)}")
+    entry = REGISTRY[decoder]
+    if entry.check is not None:
+        getattr(importlib.import_module(entry.module), entry.check)()
     return decoder
+
+
+def decoder_version(decoder: str) -> str:
+    """The decoder's name and the versions of the libraries it decodes with (``"pyav: av 18.1.0, ..."``):
+    what the frames it gives depend on besides the file (the frame cache's key names it)."""
+    entry = REGISTRY[check_decoder(decoder)]
+    return f"{decoder}: {getattr(importlib.import_module(entry.module), entry.version)()}"
 
 
 def open_video(path: str | os.PathLike, decoder: str = DEFAULT_DECODER) -> Video:
     """Open a video for several reads (``with open_video(p) as v: v.num_frames; v.get([0, 4])``)."""
-    if decoder not in _READERS:
+    if decoder not in REGISTRY:
         check_decoder(decoder)
-    module, name = _READERS[decoder]
-    return getattr(importlib.import_module(module), name)(path)
+    entry = REGISTRY[decoder]
+    return getattr(importlib.import_module(entry.module), entry.reader)(path)
 
 
 def decode_frames(path: str | os.PathLike, indices: Sequence[int], decoder: str = DEFAULT_DECODER) -> torch.Tensor:

@@ -10,7 +10,7 @@ position (``train``). Files written before the clip spec existed (their pipeline
 it with its ``ClipSpec``. Every file is written atomically (``atomic_write``: temporary file in
 the same folder, fsync, rename, fsync of the folder), so a crash never leaves a torn file. A
 training checkpoint (weights + state of one step, one unit) is ``xvit.engine.snapshot``; the
-training state and resume logic live in ``xvit.engine.resume``.
+training state and resume logic live in ``xvit.engine.train.resume``.
 
 The model code (``xvit.models``, and timm with it: ~0.5 s of imports) is imported by
 ``load_checkpoint``, not by this module, so the metadata can be read before it (``xvit predict``
@@ -214,7 +214,7 @@ def load_model(checkpoint: str | Path, device: str = "cpu", **overrides) -> tupl
     """A model in eval mode and its ``ClipSpec``, from a checkpoint written by ``xvit train``.
 
     The ``ClipSpec`` says how to feed it: frames, sampling, crop, normalisation, test views and
-    class names (``xvit.engine.predict.predict_video(model, clip, path)`` uses it).
+    class names (``xvit.engine.eval.predict.predict_video(model, clip, path)`` uses it).
     """
     model, meta = load_checkpoint(checkpoint, device, **overrides)
     return model, meta.clip

@@ -15,7 +15,7 @@ the rendezvous store, so that when a collective fails the survivors can say whic
 heartbeat) or hung (behind the others): ``describe_peers``, used by ``peer_failure``.
 
 A second gloo group (``control_group``) carries the step-boundary agreement on stop signals and
-snapshots (``xvit.engine.preempt``). ``on_main`` runs a write on rank 0 and raises an error it
+snapshots (``xvit.engine.train.preempt``). ``on_main`` runs a write on rank 0 and raises an error it
 meets on every rank. A group that torchrun restarted (``--max-restarts``) gets a fresh namespace
 of torchrun's store (``_restart_store``).
 """
@@ -57,7 +57,7 @@ def _env_int(name: str, default: int) -> int:
 
 HEARTBEAT_S = 2.0  # seconds between two heartbeats of a rank
 _wait_group: Any = None  # gloo group with the long timeout of barrier(wait=True)
-_control_group: Any = None  # gloo group of the step-boundary agreement (xvit.engine.preempt.StepGate)
+_control_group: Any = None  # gloo group of the step-boundary agreement (xvit.engine.train.preempt.StepGate)
 _progress = 0  # this rank's progress counter (published with set_progress)
 
 
@@ -139,7 +139,7 @@ def cleanup() -> None:
 
 
 def control_group() -> Any:
-    """The gloo group of the step-boundary agreement (``xvit.engine.preempt``); None in one process."""
+    """The gloo group of the step-boundary agreement (``xvit.engine.train.preempt``); None in one process."""
     return _control_group if is_dist() else None
 
 
@@ -238,6 +238,14 @@ def peer_failure(err: BaseException, timeout_s: float) -> str:
         f"The whole job stops (train.dist_timeout_s={timeout_s:g}); see that rank's log, then run the "
         "same command again to resume from the last checkpoint"
     )
+
+
+def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """``model`` under ``DistributedDataParallel`` when the job has several processes, else itself."""
+    if info.world_size == 1:
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
 def is_dist() -> bool:

@@ -222,7 +222,7 @@ def commit(folder: str | Path, step: int, write_model: Callable[[Path], None], s
     """Write one checkpoint of global step ``step`` (see the module docstring); return its directory.
 
     ``write_model(path)`` writes the weights file (``xvit.engine.checkpoint.save_model``);
-    ``state`` is the training state (``xvit.engine.resume.make_state``), saved with ``torch.save``.
+    ``state`` is the training state (``xvit.engine.train.resume.make_state``), saved with ``torch.save``.
     A failed write raises ``SaveError`` and leaves no temporary directory behind.
     """
     folder = Path(folder)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from torch import nn
 
-import xvit.models.blvnet  # noqa: F401  (each family module registers its models)
-import xvit.models.i3d_nl  # noqa: F401
+import xvit.models.cnn.blvnet  # noqa: F401  (each family module registers its models)
+import xvit.models.cnn.i3d_nl  # noqa: F401
+import xvit.models.cnn.slowfast  # noqa: F401
+import xvit.models.cnn.tea  # noqa: F401
 import xvit.models.joint  # noqa: F401
-import xvit.models.slowfast  # noqa: F401
-import xvit.models.tea  # noqa: F401
 import xvit.models.timesformer  # noqa: F401
 import xvit.models.vivit  # noqa: F401
 import xvit.models.xvit  # noqa: F401

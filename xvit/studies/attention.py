@@ -111,7 +111,7 @@ def checkpoint_attention(checkpoint: str | Path, videos: int = 48) -> dict[str, 
     """``summarise_sources`` of a trained checkpoint on ``videos`` of its own val split (one view each,
     spread over the split)."""
     from xvit.engine.checkpoint import load_checkpoint
-    from xvit.engine.evaluate import build_test_set
+    from xvit.engine.eval.evaluate import build_test_set
 
     model, meta = load_checkpoint(checkpoint)
     dataset, _ = build_test_set(model, meta, Path(checkpoint), (1, 1))

@@ -34,8 +34,8 @@ import torch
 from xvit.bench.report import cpu_isa, cpu_model
 from xvit.engine.checkpoint import atomic_write
 from xvit.engine.config import Config
-from xvit.engine.results import format_duration
-from xvit.engine.train import train
+from xvit.engine.eval.results import format_duration
+from xvit.engine.train.job import train
 from xvit.errors import UserError
 
 

@@ -29,10 +29,9 @@ from xvit.data.clip import views_text
 from xvit.data.synthetic import REVERSED_PAIRS
 from xvit.engine.checkpoint import load_checkpoint
 from xvit.engine.config import Config
-from xvit.engine.evaluate import evaluate_checkpoint
-from xvit.engine.metrics import pair_order_accuracy
-from xvit.engine.prepare import resolve_pairs
-from xvit.engine.results import format_duration
+from xvit.engine.eval.evaluate import evaluate_checkpoint
+from xvit.engine.eval.metrics import pair_order_accuracy, resolve_pairs
+from xvit.engine.eval.results import format_duration
 from xvit.engine.runtime import resolve_device
 from xvit.studies.common import StudyDir, Unit, machine, machine_line, mean_std, pm, run_units, train_run, write_json
 

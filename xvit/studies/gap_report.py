@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from xvit.engine.results import format_duration
+from xvit.engine.eval.results import format_duration
 from xvit.studies.common import machine_line, pm
 
 

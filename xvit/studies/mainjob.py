@@ -17,8 +17,8 @@ import dataclasses
 from pathlib import Path
 
 from xvit.engine.config import Config
-from xvit.engine.results import format_duration
-from xvit.engine.train import train
+from xvit.engine.eval.results import format_duration
+from xvit.engine.train.job import train
 from xvit.studies.common import StudyDir, Unit, machine, machine_line, mean_std, pm, run_units, write_json
 
 TARGETS = {"pair_mean": 90.0, "pair_each": 75.0, "top1_margin": 25.0}

@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from xvit.bench.runner import Pool
 from xvit.bench.spec import BenchConfig, ModelSpec
 from xvit.data.clip import views_text
-from xvit.engine.results import format_duration
+from xvit.engine.eval.results import format_duration
 from xvit.errors import UserError
 from xvit.models.sizes import VARIANTS, family_of, is_cnn, variant_name
 from xvit.studies.common import StudyDir, machine, machine_line, write_json

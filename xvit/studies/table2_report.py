@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from xvit.engine.results import format_duration
+from xvit.engine.eval.results import format_duration
 from xvit.studies.common import machine_line, pm
 
 TITLES = {

@@ -1,8 +1,8 @@
 """Training engine: one epoch of mixed-precision, gradient-accumulated, (distributed) training.
 
 ``train_one_epoch(...) -> dict`` in the MAE / DINOv2 style: it knows nothing about configs, files or
-run directories; the caller (``xvit.engine.trainer``) passes a callback for step logging and
-checkpoints. Evaluation is ``xvit.engine.evaluate.evaluate``.
+run directories; the caller (``xvit.engine.train.trainer``) passes a callback for step logging and
+checkpoints. Evaluation is ``xvit.engine.eval.evaluate.evaluate``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from xvit.engine import distributed as xdist
-from xvit.engine.mixup import VideoMixup, soft_cross_entropy
+from xvit.engine.train.mixup import VideoMixup, soft_cross_entropy
 from xvit.errors import UserError
 from xvit.progress import progress_bar
 
@@ -74,8 +74,7 @@ def train_one_epoch(
     optimizer.zero_grad(set_to_none=True)
     # a loader may hold a few batches more than steps * accum_steps (an incomplete accumulation): skip them
     for clip, labels in itertools.islice(loader, (steps - start_step) * accum_steps):
-        clip = clip.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
+        clip, labels = clip.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         sync = (micro + 1) % accum_steps == 0
         loss_value, acc = _micro_step(
             model,
@@ -88,9 +87,7 @@ def train_one_epoch(
             accum_steps=accum_steps,
             where=f"epoch {epoch} step {step}",
         )
-        sums["loss"] += loss_value
-        sums["acc"] += acc
-        sums["n"] += 1
+        sums.update(loss=sums["loss"] + loss_value, acc=sums["acc"] + acc, n=sums["n"] + 1)
         micro += 1
         clips += clip.shape[0] * world
         if not sync:
@@ -105,22 +102,20 @@ def train_one_epoch(
         bar.update(1)
         bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
         if on_step is not None:
-            info = {
-                "epoch": epoch,
-                "step_in_epoch": step,
-                "global_step": scheduler.last_step,
-                "loss": loss_value,
-                "acc": sums["acc"] / sums["n"],
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "clips_per_s": rate,
-                "sums": dict(sums),
-            }
+            info = {"epoch": epoch, "step_in_epoch": step, "global_step": scheduler.last_step, "loss": loss_value}
+            info.update(acc=sums["acc"] / sums["n"], lr=lr, grad_norm=grad_norm, clips_per_s=rate, sums=dict(sums))
             if on_step(info):
                 stopped = True
                 break
     bar.close()
     elapsed = time.perf_counter() - t0
+    return _epoch_stats(sums, optimizer, clips=clips, elapsed=elapsed, steps=step - start_step, stopped=stopped)
+
+
+def _epoch_stats(
+    sums: dict, optimizer: torch.optim.Optimizer, *, clips: int, elapsed: float, steps: int, stopped: bool
+) -> dict:
+    """What ``train_one_epoch`` returns: loss and accuracy averaged over processes."""
     n = max(sums["n"], 1)
     return {
         "loss": float(xdist.all_reduce_mean(sums["loss"] / n)),
@@ -128,7 +123,7 @@ def train_one_epoch(
         "lr": optimizer.param_groups[0]["lr"],
         "clips_per_s": clips / max(elapsed, 1e-9),
         "time_s": elapsed,
-        "steps": step - start_step,
+        "steps": steps,
         "stopped": stopped,
     }
 

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from xvit.data.datasets import collate_views
 from xvit.engine import distributed as xdist
-from xvit.engine.preempt import worker_init
-from xvit.engine.prepare import Prepared
+from xvit.engine.train.preempt import worker_init
+from xvit.engine.train.prepare import Prepared
 
 
 class EpochSeeded(Dataset):

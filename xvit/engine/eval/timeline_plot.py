@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xvit.engine.timeline import Timeline
+from xvit.engine.eval.timeline import Timeline
 
 LINES = 5  # classes drawn: the highest peaks over the video
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from xvit.models.cnn import VideoCNN, register_cnn
-from xvit.models.resnet3d import drop_path_rates
+from xvit.models.cnn.base import VideoCNN, register_cnn
+from xvit.models.cnn.resnet3d import drop_path_rates
 
 
 def temporal_conv(x: Tensor, conv: nn.Conv3d, T: int) -> Tensor:

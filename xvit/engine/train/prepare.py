@@ -21,8 +21,9 @@ from xvit.data.synthetic import FLIP_LABEL_MAP, REVERSED_PAIRS, ensure_synthetic
 from xvit.data.video import check_decoder
 from xvit.engine import distributed as xdist
 from xvit.engine.config import Config
-from xvit.engine.resume import check_resume, find_resume
+from xvit.engine.eval.metrics import resolve_pairs
 from xvit.engine.runtime import available_cores, resolve_dtype
+from xvit.engine.train.resume import check_resume, find_resume
 from xvit.errors import UserError
 from xvit.models import create_model
 from xvit.models.weights import resolve_weights
@@ -71,27 +72,6 @@ def prepare(cfg: Config, dist: xdist.DistInfo) -> Prepared:
     return Prepared(
         cfg, data, train_set, val_set, num_classes, class_names, model, steps_per_epoch, resume, amp_dtype, pairs
     )
-
-
-def resolve_pairs(pairs: list, class_names: list[str]) -> list[tuple[int, int]]:
-    """``eval.reversed_pairs`` (class names or label indices) -> label pairs; ``UserError`` if unknown."""
-    out = []
-    for pair in pairs:
-        if len(pair) != 2:
-            raise UserError(f"eval.reversed_pairs: {pair!r} is not a pair; give [class, class] entries")
-        labels = []
-        for c in pair:
-            if isinstance(c, int) and 0 <= c < len(class_names):
-                labels.append(c)
-            elif c in class_names:
-                labels.append(class_names.index(c))
-            else:
-                raise UserError(
-                    f"eval.reversed_pairs: class {c!r} is not one of the {len(class_names)} classes "
-                    f"({', '.join(class_names[:6])}{', ...' if len(class_names) > 6 else ''})"
-                )
-        out.append((labels[0], labels[1]))
-    return out
 
 
 def cache_short_side(cfg: Config) -> int | None:

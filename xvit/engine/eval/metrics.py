@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from xvit.engine.distributed import all_gather_tensor, is_dist
+from xvit.errors import UserError
 
 log = logging.getLogger(__name__)
 _WARNED: set[tuple[int, int]] = set()  # (k, num_classes) pairs already warned about (once per process)
@@ -97,6 +98,27 @@ def mean_class_accuracy(confusion: Tensor) -> float:
     if not present.any():
         return math.nan
     return acc[present].double().mean().item()
+
+
+def resolve_pairs(pairs: list, class_names: list[str]) -> list[tuple[int, int]]:
+    """``eval.reversed_pairs`` (class names or label indices) -> label pairs; ``UserError`` if unknown."""
+    out = []
+    for pair in pairs:
+        if len(pair) != 2:
+            raise UserError(f"eval.reversed_pairs: {pair!r} is not a pair; give [class, class] entries")
+        labels = []
+        for c in pair:
+            if isinstance(c, int) and 0 <= c < len(class_names):
+                labels.append(c)
+            elif c in class_names:
+                labels.append(class_names.index(c))
+            else:
+                raise UserError(
+                    f"eval.reversed_pairs: class {c!r} is not one of the {len(class_names)} classes "
+                    f"({', '.join(class_names[:6])}{', ...' if len(class_names) > 6 else ''})"
+                )
+        out.append((labels[0], labels[1]))
+    return out
 
 
 def pair_order_accuracy(confusion: Tensor, pairs: Sequence[tuple[int, int]]) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from xvit.engine import distributed as xdist
 from xvit.errors import UserError
 
 
@@ -48,6 +49,22 @@ class SkipLedger:
     def merge(self, entries: list[dict]) -> None:
         for e in entries:
             self.add(e["path"], e["reason"], int(e["epoch"]), e["split"])
+
+    def merge_ranks(self) -> None:
+        """Under DDP: every rank's ledger becomes the union of all (in rank order); a collective."""
+        if xdist.world_size() > 1:
+            for entries in xdist.all_gather_object(self.to_list()):
+                self.merge(entries)
+
+    def check_ranks(self, dataset_size: int, max_fraction: float) -> None:
+        """``check_fraction`` on every rank alike (a collective): the ranks' counts are summed first."""
+        if xdist.all_reduce_sum(self.count("train")) > max_fraction * dataset_size:  # an upper bound: paths repeat
+            self.merge_ranks()
+            self.check_fraction(dataset_size, max_fraction)
+
+    def paths(self, split: str) -> list[str]:
+        """The videos of ``split`` recorded as unreadable."""
+        return [s.path for s in self.entries.values() if s.split == split]
 
     def count(self, split: str | None = None) -> int:
         return sum(1 for s in self.entries.values() if split is None or s.split == split)

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from xvit.data.bench import make_bench_video
 from xvit.data.clip import ClipSpec
 from xvit.engine.checkpoint import atomic_write, load_checkpoint
-from xvit.engine.onnx_model import (
+from xvit.engine.deploy.onnx_model import (
     CLIP_KEY,
     DATA_KEY,
     INPUT_KEY,
@@ -50,7 +50,7 @@ from xvit.engine.onnx_model import (
     OnnxModel,
     require,
 )
-from xvit.engine.predict import video_views
+from xvit.engine.eval.predict import video_views
 from xvit.errors import UserError
 
 FORMATS = ("onnx", "pt2")

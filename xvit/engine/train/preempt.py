@@ -89,7 +89,7 @@ def catch_stop_signals(signals: StopSignals, names: Sequence[str]) -> Iterator[S
     """While active, each signal of ``names`` only records a stop request in ``signals``.
 
     The previous handlers come back on exit, unless a stop was requested: then the signals stay
-    ignored until ``signals.restore()`` (at the end of ``xvit.engine.train.train``), so that a
+    ignored until ``signals.restore()`` (at the end of ``xvit.engine.train.job.train``), so that a
     stopping process is not ended by the signals that torchrun or a scheduler send again while it
     exits. A signal this process was started ignoring (SIGINT in a shell's background job) stays
     ignored, as Python leaves it. Outside the main thread (where Python cannot set handlers)

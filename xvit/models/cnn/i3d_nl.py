@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from xvit.models.cnn import VideoCNN, register_cnn
-from xvit.models.resnet3d import DEPTHS, ResStage3d, Stem3d, drop_path_rates, stage_dims
+from xvit.models.cnn.base import VideoCNN, register_cnn
+from xvit.models.cnn.resnet3d import DEPTHS, ResStage3d, Stem3d, drop_path_rates, stage_dims
 
 NONLOCAL_AT = {50: ((1, 3), (1, 3, 5)), 101: ((1, 3), (6, 13, 20))}  # res3, res4 blocks followed by a NL block
 

@@ -7,10 +7,10 @@ of each. Windows start every ``--window-stride`` seconds (default: one window le
 tile the video), and a last window is aligned with the video's end so its tail is covered.
 
 The video is read in one sequential decode (``xvit.data.stream``) in a background thread
-(``xvit.engine.prefetch``) while the model runs: only the frames of the windows not yet scored
+(``xvit.engine.eval.prefetch``) while the model runs: only the frames of the windows not yet scored
 are held, so memory does not grow with the video's length. Each window gets the clip spec's
 spatial crops, and the softmax scores are averaged over them, as in ``xvit predict``.
-Outputs: ``write_timeline`` (CSV and JSON) and ``xvit.engine.timeline_plot`` (PNG).
+Outputs: ``write_timeline`` (CSV and JSON) and ``xvit.engine.eval.timeline_plot`` (PNG).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from torch import Tensor, nn
 from xvit.data.clip import ClipSpec
 from xvit.data.decode import VideoDecodeError, open_video
 from xvit.data.stream import stream_frames
-from xvit.engine.evaluate import check_clip_shape, forward_views
-from xvit.engine.metrics import aggregate_views
-from xvit.engine.predict import top_classes
-from xvit.engine.prefetch import prefetch
+from xvit.engine.eval.evaluate import check_clip_shape, forward_views
+from xvit.engine.eval.metrics import aggregate_views
+from xvit.engine.eval.predict import top_classes
+from xvit.engine.eval.prefetch import prefetch
 from xvit.errors import UserError
 
 THUMBNAILS = 8  # frames kept for the picture's time axis

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from xvit.data.clip import ClipSpec, decode_views
 from xvit.data.datasets import warn_if_short
 from xvit.data.video import DEFAULT_DECODER, open_video
-from xvit.engine.evaluate import check_clip_shape, forward_views
-from xvit.engine.metrics import aggregate_views
+from xvit.engine.eval.evaluate import check_clip_shape, forward_views
+from xvit.engine.eval.metrics import aggregate_views
 
 
 def video_views(

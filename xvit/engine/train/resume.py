@@ -95,7 +95,7 @@ def make_state(
     ``epoch`` is the epoch in progress (0-based) and ``step_in_epoch`` the optimizer steps already done
     in it (0 at an epoch boundary); ``rng`` holds one ``rng_state()`` per rank; ``elapsed_s`` is the
     training time so far (seconds, over all sessions of the run); ``skipped`` the skip ledger's
-    entries (``xvit.engine.ledger``); ``metrics_bytes`` the size of ``metrics.jsonl`` at this
+    entries (``xvit.engine.train.ledger``); ``metrics_bytes`` the size of ``metrics.jsonl`` at this
     checkpoint (a resumed run cuts off what a killed one appended after it; -1: unknown);
     ``epoch_sums`` each rank's running loss / accuracy sums of the epoch in progress; ``eval_pending``:
     a stop signal cut short the evaluation due after this epoch, which a resumed run does first.

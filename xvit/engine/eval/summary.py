@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from xvit.engine.results import format_duration
+from xvit.engine.eval.results import format_duration
 
 
 def _pct(value: float | None) -> str:

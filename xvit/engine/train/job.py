@@ -1,7 +1,7 @@
 """``train(cfg)``: the training job of ``xvit train`` — one model, or a model and the models it is
 compared with (``compare``), each trained and evaluated the same way in ``run_dir/<name>``, then a
 side-by-side table (``summary.md`` / ``summary.json``). Under ``torchrun`` every process runs it.
-While a model trains, ``train.stop_signals`` stop the job after a snapshot (``xvit.engine.preempt``).
+While a model trains, ``train.stop_signals`` stop the job after a snapshot (``xvit.engine.train.preempt``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 from xvit.engine import distributed as xdist
-from xvit.engine import preempt
 from xvit.engine.config import Config, save_config
-from xvit.engine.prepare import cpu_threads, prepare
+from xvit.engine.eval.summary import write_summary
 from xvit.engine.runtime import seed_everything
 from xvit.engine.snapshot import remove_leftovers
-from xvit.engine.summary import write_summary
-from xvit.engine.trainer import Trainer
+from xvit.engine.train import preempt
+from xvit.engine.train.prepare import cpu_threads, prepare
+from xvit.engine.train.trainer import Trainer
 from xvit.errors import PeerFailure, Stopped
 from xvit.models.registry import check_model_name
 

@@ -2,7 +2,7 @@
 
 ``evaluate(model, loader) -> dict`` is the engine function: a test video arrives as its
 ``num_clips x num_crops`` views (view ``v = temporal * num_crops + spatial``, as in PySlowFast),
-the model's softmax scores are averaged over the views (``xvit.engine.metrics.aggregate_views``).
+the model's softmax scores are averaged over the views (``xvit.engine.eval.metrics.aggregate_views``).
 ``evaluate_checkpoint`` builds a checkpoint's test set from its ``ClipSpec`` and evaluates it,
 which ``xvit eval --views 1x3,2x3,...`` repeats for the supplement's Fig. 1 study.
 
@@ -28,7 +28,7 @@ from xvit.data.video import DEFAULT_DECODER
 from xvit.engine import distributed as xdist
 from xvit.engine.checkpoint import CheckpointMeta
 from xvit.engine.distributed import ShardSampler
-from xvit.engine.metrics import ScoreAccumulator, aggregate_views, pair_order_accuracy
+from xvit.engine.eval.metrics import ScoreAccumulator, aggregate_views, pair_order_accuracy, resolve_pairs
 from xvit.engine.runtime import unwrap
 from xvit.errors import UserError
 from xvit.progress import progress_bar
@@ -216,8 +216,7 @@ def reversed_pairs(meta: CheckpointMeta, names: list[str]) -> list[tuple[int, in
     """Time-reversed label pairs among the model's classes ``names``, for pair order accuracy: the
     training config's ``eval.reversed_pairs``, else the built-in benchmark's pairs whose two classes
     the model has (none for other data)."""
-    from xvit.data.synthetic import REVERSED_PAIRS  # these two import the model code and the scene
-    from xvit.engine.prepare import resolve_pairs  # generator: not on xvit predict's import path
+    from xvit.data.synthetic import REVERSED_PAIRS  # imports the scene generator: not on xvit predict's import path
 
     configured = ((meta.train.get("config") or {}).get("eval") or {}).get("reversed_pairs")
     if configured:

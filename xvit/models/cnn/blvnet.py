@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from xvit.models.cnn import VideoCNN, register_cnn
+from xvit.models.cnn.base import VideoCNN, register_cnn
 
 LAYERS = {50: (3, 4, 6, 3), 101: (4, 8, 18, 3)}  # bL-ResNet's blocks per stage
 

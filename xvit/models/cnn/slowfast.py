@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from xvit.models.cnn import VideoCNN, register_cnn
-from xvit.models.resnet3d import DEPTHS, ResStage3d, Stem3d, drop_path_rates, stage_dims
+from xvit.models.cnn.base import VideoCNN, register_cnn
+from xvit.models.cnn.resnet3d import DEPTHS, ResStage3d, Stem3d, drop_path_rates, stage_dims
 
 
 class Lateral(nn.Module):

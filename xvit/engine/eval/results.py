@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from xvit.engine.metrics import pair_order_accuracy
-from xvit.engine.reports import json_float
+from xvit.engine.eval.metrics import pair_order_accuracy
+from xvit.engine.eval.reports import json_float
 from xvit.models.flops import count_params
 
 
@@ -38,8 +38,8 @@ def run_results(
 
     ``run``: ``run_dir``, ``epochs``, ``global_step``, ``global_batch``, ``train_time_s``,
     ``train_acc`` (last epoch, against the unmixed labels), ``views``, ``best_top1``, ``skipped``
-    (``xvit.engine.ledger.SkipLedger.summary``);
-    ``res``: ``xvit.engine.evaluate.evaluate``'s dict ({} when evaluation is off); ``pairs``:
+    (``xvit.engine.train.ledger.SkipLedger.summary``);
+    ``res``: ``xvit.engine.eval.evaluate.evaluate``'s dict ({} when evaluation is off); ``pairs``:
     label pairs that are time reversals of each other (pair order accuracy).
     """
     steps, batch, seconds = run["global_step"], run["global_batch"], run["train_time_s"]

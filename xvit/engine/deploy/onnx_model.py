@@ -5,7 +5,7 @@
 (``EXPORT_KEYS``): the ``ClipSpec`` (frames, sampling, crop, short side, mean, std, views, class
 names), the ``create_model`` arguments, the checkpoint's evaluation data and the quantization.
 It is an ``nn.Module`` whose ``forward`` runs the onnxruntime session on CPU, so the decoding,
-views and score averaging of ``xvit.engine.predict`` and ``xvit.engine.evaluate`` apply to it
+views and score averaging of ``xvit.engine.eval.predict`` and ``xvit.engine.eval.evaluate`` apply to it
 unchanged.
 
 onnx and onnxruntime are the optional extra ``xvit[export]``; without them a ``UserError`` says
