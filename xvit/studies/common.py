@@ -147,6 +147,7 @@ def run_units(study: str, out: StudyDir, units: Sequence[Unit]) -> list[dict]:
                 records[i] = out.load(unit.key) or _run_unit(study, out, units, todo[n:], i, spent)
             finally:
                 (out.records / f"{unit.key}.claim").unlink(missing_ok=True)
+        others = [i for i in others if out.load(units[i].key) is None]  # some finished meanwhile
         if others and not waited:
             names = ", ".join(units[i].key for i in others)
             print(f"[{study}] waiting for {len(others)} units others run: {names}", file=sys.stderr, flush=True)
