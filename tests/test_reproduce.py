@@ -256,6 +256,25 @@ def test_processes_sharing_a_study_directory_run_each_unit_once(tmp_path, monkey
     assert run_units("demo", out, [unit("a"), unit("b"), unit("c")]) == records and ran == ["a", "c"]
 
 
+def test_a_unit_another_process_finishes_while_this_one_runs_its_own_is_returned(tmp_path):
+    import subprocess
+
+    out = StudyDir(tmp_path, "demo", {})
+
+    def run_a():  # while this process runs "a", the process holding "b" records it
+        out.save("b", {"key": "b", "by": "other"})
+        (out.records / "b.claim").unlink()
+        return {"key": "a", "by": "me"}
+
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        (out.records / "b.claim").write_text(f"{common.socket.gethostname()}:{holder.pid}")
+        records = run_units("demo", out, [Unit("b", "b", lambda: {"key": "b", "by": "me"}), Unit("a", "a", run_a)])
+    finally:
+        holder.kill()
+    assert [r["by"] for r in records] == ["other", "me"]  # a study's sweep picks its rates from all of them
+
+
 def test_gap_runs_ablations_and_curves_and_says_when_xvit_catches_up(table2, tmp_path):
     root, _ = table2
     out = tmp_path / "gap"

@@ -147,7 +147,9 @@ def run_units(study: str, out: StudyDir, units: Sequence[Unit]) -> list[dict]:
                 records[i] = out.load(unit.key) or _run_unit(study, out, units, todo[n:], i, spent)
             finally:
                 (out.records / f"{unit.key}.claim").unlink(missing_ok=True)
-        others = [i for i in others if out.load(units[i].key) is None]  # some finished meanwhile
+        for i in others:  # some finished meanwhile: their records count as this process's own
+            records[i] = out.load(units[i].key)
+        others = [i for i in others if records[i] is None]
         if others and not waited:
             names = ", ".join(units[i].key for i in others)
             print(f"[{study}] waiting for {len(others)} units others run: {names}", file=sys.stderr, flush=True)
