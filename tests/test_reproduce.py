@@ -3,8 +3,10 @@ class, one epoch, one or two seeds): the files, the tables, resuming, and the st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -227,8 +229,19 @@ def test_the_eta_counts_each_kind_of_unit_at_its_own_pace():
     assert eta(units, {"train": [100.0], "eval": [2.0, 4.0]}) == 100.0 + 2 * 3.0
 
 
+@contextlib.contextmanager
+def held_by_a_live_process(out: StudyDir, key: str):
+    """Unit ``key`` of ``out`` claimed by a live process on this host (a ``sleep``), for the block."""
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        (out.records / f"{key}.claim").write_text(f"{common.socket.gethostname()}:{holder.pid}")
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_processes_sharing_a_study_directory_run_each_unit_once(tmp_path, monkeypatch):
-    import subprocess
     import threading
 
     monkeypatch.setattr(common, "CLAIM_POLL_S", 0.05)
@@ -238,9 +251,7 @@ def test_processes_sharing_a_study_directory_run_each_unit_once(tmp_path, monkey
     def unit(key):
         return Unit(key, key, lambda: ran.append(key) or {"key": key, "by": "me"})
 
-    holder = subprocess.Popen(["sleep", "30"])  # a live process on this host holds unit "b"
-    try:
-        (out.records / "b.claim").write_text(f"{common.socket.gethostname()}:{holder.pid}")
+    with held_by_a_live_process(out, "b"):
         (out.records / "c.claim").write_text(f"{common.socket.gethostname()}:999999999")  # its process is gone
 
         def other_process_finishes_b():
@@ -249,16 +260,12 @@ def test_processes_sharing_a_study_directory_run_each_unit_once(tmp_path, monkey
 
         threading.Timer(0.3, other_process_finishes_b).start()
         records = run_units("demo", out, [unit("a"), unit("b"), unit("c")])
-    finally:
-        holder.kill()
     assert ran == ["a", "c"] and [r["by"] for r in records] == ["me", "other", "me"]
     assert not list(out.records.glob("*.claim"))  # a claim goes when its unit is recorded
     assert run_units("demo", out, [unit("a"), unit("b"), unit("c")]) == records and ran == ["a", "c"]
 
 
 def test_a_unit_another_process_finishes_while_this_one_runs_its_own_is_returned(tmp_path):
-    import subprocess
-
     out = StudyDir(tmp_path, "demo", {})
 
     def run_a():  # while this process runs "a", the process holding "b" records it
@@ -266,12 +273,8 @@ def test_a_unit_another_process_finishes_while_this_one_runs_its_own_is_returned
         (out.records / "b.claim").unlink()
         return {"key": "a", "by": "me"}
 
-    holder = subprocess.Popen(["sleep", "30"])
-    try:
-        (out.records / "b.claim").write_text(f"{common.socket.gethostname()}:{holder.pid}")
+    with held_by_a_live_process(out, "b"):
         records = run_units("demo", out, [Unit("b", "b", lambda: {"key": "b", "by": "me"}), Unit("a", "a", run_a)])
-    finally:
-        holder.kill()
     assert [r["by"] for r in records] == ["other", "me"]  # a study's sweep picks its rates from all of them
 
 
