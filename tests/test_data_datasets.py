@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import pickle
 
+import av
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -181,6 +183,30 @@ def test_dataloader_workers_epochs_and_pickling(vids):
     test = VideoDataset(samples, ["a", "b"], num_frames=4, mode="test")
     batches = list(DataLoader(test, batch_size=2, num_workers=2, collate_fn=collate_views, timeout=120))
     assert [b["missing"] for b in batches] == [[1], [3]]
+
+
+def _live_decoders() -> list:
+    kinds = (av.container.Container, av.codec.context.CodecContext)
+    return [o for o in gc.get_objects() if issubclass(type(o), kinds)]  # type(): no proxy's __class__
+
+
+def test_reading_in_process_leaves_no_decoder_for_a_forked_worker(vids):
+    # a decoder left to the garbage collector is freed in whichever process collects it: in a
+    # forked DataLoader worker, freeing FFmpeg's slice threads (absent there) blocks forever
+    samples = [sample(vids, "h264_long_gop.mp4", 0), sample(vids, "empty.mp4", 1)] * 2
+    ds = VideoDataset(samples, ["a", "b"], num_frames=4, sampling="dense", transform=keep_frames, seed=3)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(len(ds)):
+            ds[i]  # 1 and 3 are replaced by a readable video after an error
+        assert _live_decoders() == []
+        reader = VideoReader(vids["h264.mp4"])
+        reader.info()
+        reader.close()
+        assert _live_decoders() == []  # closed: freed now, even while the reader itself lives on
+    finally:
+        gc.enable()
 
 
 def test_build_dataset_end_to_end(vids, tmp_path):

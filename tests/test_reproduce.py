@@ -283,7 +283,7 @@ def test_gap_runs_ablations_and_curves_and_says_when_xvit_catches_up(table2, tmp
     out = tmp_path / "gap"
     args = [
         "reproduce", "gap", "--ablations", "xvit", "no_temb", "tsm", "--curves", "xvit", "tsm", "--curve-epochs", "2",
-        "--curve-every", "1", "--curve-lr", "tsm=3e-3", "--seeds", "2", "--lr", "1e-3",
+        "--curve-every", "1", "--curve-lr", "tsm=3e-3", "--seeds", "2", "--curve-seeds", "1", "--lr", "1e-3",
     ]  # fmt: skip
     assert main([*args, "--out", str(out), *tiny(root)]) == 0
     res = json.loads((out / "results.json").read_text())
@@ -294,7 +294,8 @@ def test_gap_runs_ablations_and_curves_and_says_when_xvit_catches_up(table2, tmp
     assert no_temb["options"] == {"temporal_embed": False} and no_temb["describe"]["temporal_embed"] == "no"
     xv, tsm = res["curves"]
     assert (xv["lr"], tsm["lr"]) == (1e-3, 3e-3) and [p["epoch"] for p in xv["points"]] == [1, 2]
-    assert all(p["top1"]["n"] == 2 and p["train_acc"]["mean"] is not None for p in xv["points"])
+    assert all(p["top1"]["n"] == 1 and p["train_acc"]["mean"] is not None for p in xv["points"])
+    assert res["curve_seeds"] == 1 and not any("curve" in r for r in res["runs"] if r["seed"] == 1)
     assert res["catch_up"] is not None and (out / "gap.png").stat().st_size > 0
     assert "## Learning curve: X-ViT" in (out / "results.md").read_text()
 

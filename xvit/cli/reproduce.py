@@ -120,6 +120,7 @@ def _gap_arguments(p: argparse._ArgumentGroup) -> None:
     )
     p.add_argument("--curve-epochs", type=int, default=24, help="gap: epochs of a curve (default 24)")
     p.add_argument("--curve-every", type=int, default=2, help="gap: epochs between a curve's val passes (default 2)")
+    p.add_argument("--curve-seeds", type=int, default=None, help="gap: seeds per curve (default: --seeds)")
     p.add_argument(
         "--curve-lr",
         nargs="*",
@@ -208,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
             args.curve_every,
             _curve_lrs(args.curve_lr),
             args.pretrained,
+            args.curve_seeds,
         )
         res = gap.run_gap(cfg, plan, out, command, settings)
     else:

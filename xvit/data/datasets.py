@@ -184,7 +184,9 @@ class VideoDataset(Dataset):
             except VideoDecodeError as err:
                 self._skip(err)
                 self._bad.add(index)
-                last_error, index = err, self._replacement(rng)
+                # the message, not the exception: its traceback holds this frame, and a cycle
+                # would keep the next video's decoder alive until a collection (see decode.close)
+                last_error, index = str(err), self._replacement(rng)
                 continue
             return self.transform(frames, sample.label)
         raise UserError(

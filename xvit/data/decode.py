@@ -159,7 +159,12 @@ class _VideoStream:
         self.close()
 
     def close(self) -> None:
-        self._container.close()
+        """Close the file and free the decoder now: its codec context owns FFmpeg's slice threads,
+        and one left for the garbage collector can be freed in a forked DataLoader worker, where
+        those threads do not exist and the free blocks forever."""
+        if self._container is not None:
+            self._container.close()
+        self._container = self._stream = None
 
     # ---- metadata ---------------------------------------------------------------------------
     @property

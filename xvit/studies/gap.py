@@ -67,6 +67,11 @@ class GapPlan:
     curve_every: int
     curve_lrs: dict[str, float]  # per curve key: its rate (default: ``lr``)
     pretrained: str | None  # None: from scratch
+    curve_seeds: int | None = None  # seeds per curve (None: ``seeds``); a curve costs many ablation runs
+
+    @property
+    def curve_seed_count(self) -> int:
+        return self.seeds if self.curve_seeds is None else self.curve_seeds
 
     def settings(self) -> dict:
         return {
@@ -76,6 +81,7 @@ class GapPlan:
             "curve_epochs": self.curve_epochs,
             "curve_every": self.curve_every,
             "curve_lrs": self.curve_lrs,
+            "curve_seeds": self.curve_seed_count,
             "pretrained": self.pretrained,
         }
 
@@ -89,13 +95,14 @@ def make_plan(
     curve_every: int,
     curve_lrs: dict[str, float] | None = None,
     pretrained: str | None = None,
+    curve_seeds: int | None = None,
 ) -> GapPlan:
     pick = {a.key: a for a in ABLATIONS}
     chosen = tuple(pick[k] for k in ablations) if ablations is not None else ABLATIONS
     by_curve = {c.key: c for c in CURVES}
     lines = tuple(by_curve[k] for k in curves) if curves is not None else CURVES
     rates = {c.key: float((curve_lrs or {}).get(c.key, lr)) for c in lines}
-    return GapPlan(chosen, seeds, lr, lines, curve_epochs, curve_every, rates, pretrained)
+    return GapPlan(chosen, seeds, lr, lines, curve_epochs, curve_every, rates, pretrained, curve_seeds)
 
 
 def _name(cfg: Config, family: str) -> str:
@@ -157,14 +164,10 @@ def read_curve(path: Path) -> list[dict]:
 
 
 def run_gap(cfg: Config, plan: GapPlan, out: Path, command: str, settings: dict) -> dict:
-    """Ablations (seed-major), then curves; results.json / results.md / gap.png in ``out``."""
+    """Curves first (the longest units, so processes sharing ``out`` start them together), then the
+    ablations seed-major; results.json / results.md / gap.png in ``out``."""
     study = StudyDir(out, "gap", {**settings, **plan.settings()})
     units = [
-        _unit(cfg, study, f"{a.key}_s{seed}", a, seed, plan.lr, plan.pretrained)
-        for seed in range(plan.seeds)
-        for a in plan.ablations
-    ]
-    units += [
         _unit(
             cfg,
             study,
@@ -176,8 +179,13 @@ def run_gap(cfg: Config, plan: GapPlan, out: Path, command: str, settings: dict)
             epochs=plan.curve_epochs,
             every=plan.curve_every,
         )  # fmt: skip
-        for seed in range(plan.seeds)
+        for seed in range(plan.curve_seed_count)
         for c in plan.curves
+    ]
+    units += [
+        _unit(cfg, study, f"{a.key}_s{seed}", a, seed, plan.lr, plan.pretrained)
+        for seed in range(plan.seeds)
+        for a in plan.ablations
     ]
     records = run_units("gap", study, units)
     results = summarise(records, plan, command, {**settings, **plan.settings()}, cfg)
@@ -219,6 +227,7 @@ def summarise(records: list[dict], plan: GapPlan, command: str, settings: dict, 
         "command": command,
         "settings": settings,
         "seeds": plan.seeds,
+        "curve_seeds": plan.curve_seed_count,
         "machine": machine(),
         "regime": "pretrained" if plan.pretrained else "scratch",
         "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1),

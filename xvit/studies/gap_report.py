@@ -34,7 +34,12 @@ def markdown(results: dict) -> str:
         f"- machine: {machine_line(results['machine'])}",
         f"- data: {s['data']}; recipe: {s['recipe']}; regime: {results['regime']}",
         f"- seeds: {', '.join(map(str, range(results['seeds'])))}; mean ± sample standard deviation; a difference is "
-        "marked higher/lower when it exceeds 2 standard errors",
+        "marked higher/lower when it exceeds 2 standard errors"
+        + (
+            f"; curves: seeds 0..{results['curve_seeds'] - 1}"
+            if results.get("curve_seeds", results["seeds"]) != results["seeds"]
+            else ""
+        ),
         f"- time: {format_duration(results['seconds'])} for {len(results['runs'])} runs",
         "",
     ]
@@ -126,6 +131,8 @@ def plot(path: Path, results: dict) -> None:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Learning curves ({results['regime']}, {results['seeds']} seeds)", fontsize=10)
+    fig.suptitle(
+        f"Learning curves ({results['regime']}, {results.get('curve_seeds', results['seeds'])} seeds)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
