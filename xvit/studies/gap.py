@@ -67,11 +67,7 @@ class GapPlan:
     curve_every: int
     curve_lrs: dict[str, float]  # per curve key: its rate (default: ``lr``)
     pretrained: str | None  # None: from scratch
-    curve_seeds: int | None = None  # seeds per curve (None: ``seeds``); a curve costs many ablation runs
-
-    @property
-    def curve_seed_count(self) -> int:
-        return self.seeds if self.curve_seeds is None else self.curve_seeds
+    curve_seeds: int  # seeds per curve (a curve costs many ablation runs)
 
     def settings(self) -> dict:
         return {
@@ -81,7 +77,7 @@ class GapPlan:
             "curve_epochs": self.curve_epochs,
             "curve_every": self.curve_every,
             "curve_lrs": self.curve_lrs,
-            "curve_seeds": self.curve_seed_count,
+            "curve_seeds": self.curve_seeds,
             "pretrained": self.pretrained,
         }
 
@@ -102,6 +98,7 @@ def make_plan(
     by_curve = {c.key: c for c in CURVES}
     lines = tuple(by_curve[k] for k in curves) if curves is not None else CURVES
     rates = {c.key: float((curve_lrs or {}).get(c.key, lr)) for c in lines}
+    curve_seeds = seeds if curve_seeds is None else curve_seeds
     return GapPlan(chosen, seeds, lr, lines, curve_epochs, curve_every, rates, pretrained, curve_seeds)
 
 
@@ -179,7 +176,7 @@ def run_gap(cfg: Config, plan: GapPlan, out: Path, command: str, settings: dict)
             epochs=plan.curve_epochs,
             every=plan.curve_every,
         )  # fmt: skip
-        for seed in range(plan.curve_seed_count)
+        for seed in range(plan.curve_seeds)
         for c in plan.curves
     ]
     units += [
@@ -227,7 +224,7 @@ def summarise(records: list[dict], plan: GapPlan, command: str, settings: dict, 
         "command": command,
         "settings": settings,
         "seeds": plan.seeds,
-        "curve_seeds": plan.curve_seed_count,
+        "curve_seeds": plan.curve_seeds,
         "machine": machine(),
         "regime": "pretrained" if plan.pretrained else "scratch",
         "seconds": round(sum(r.get("seconds", 0.0) for r in records), 1),

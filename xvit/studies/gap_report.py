@@ -35,11 +35,7 @@ def markdown(results: dict) -> str:
         f"- data: {s['data']}; recipe: {s['recipe']}; regime: {results['regime']}",
         f"- seeds: {', '.join(map(str, range(results['seeds'])))}; mean ± sample standard deviation; a difference is "
         "marked higher/lower when it exceeds 2 standard errors"
-        + (
-            f"; curves: seeds 0..{results['curve_seeds'] - 1}"
-            if results.get("curve_seeds", results["seeds"]) != results["seeds"]
-            else ""
-        ),
+        + (f"; curves: seeds 0..{results['curve_seeds'] - 1}" if results["curve_seeds"] != results["seeds"] else ""),
         f"- time: {format_duration(results['seconds'])} for {len(results['runs'])} runs",
         "",
     ]
@@ -131,8 +127,6 @@ def plot(path: Path, results: dict) -> None:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(
-        f"Learning curves ({results['regime']}, {results.get('curve_seeds', results['seeds'])} seeds)", fontsize=10
-    )
+    fig.suptitle(f"Learning curves ({results['regime']}, {results['curve_seeds']} seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
