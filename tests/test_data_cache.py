@@ -3,8 +3,10 @@ same dataset items with and without it, reuse and invalidation of the disk cache
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import threading
 
 import pytest
 import torch
@@ -74,6 +76,25 @@ def test_disk_cache_is_reused_and_invalidated_per_file(vids, tmp_path, monkeypat
     assert decoded == [paths[1]]
     with open_video(paths[1]) as video:
         assert torch.equal(third.open(1).get([0, 3]), video.get([0, 3]))
+
+
+def test_one_process_at_a_time_fills_a_disk_cache(vids, tmp_path, caplog):
+    """While another process holds the cache's lock (filling it), a second builder waits; it then
+    reads what the first wrote. Two builders at once appended into the same file, and each index
+    pointed at bytes the other had written (two `xvit train` started together read wrong frames)."""
+    paths = _paths(vids)[:3]
+    key = frame_cache.cache_key(paths, None)
+    built: list = []
+    with open(tmp_path / f"{key}.lock", "a") as held, caplog.at_level(logging.INFO, logger="xvit.data.cache"):
+        fcntl.flock(held, fcntl.LOCK_EX)  # flock locks are per open file: this thread's build must wait too
+        builder = threading.Thread(target=lambda: built.append(build_disk_cache(paths, tmp_path, progress=False)))
+        builder.start()
+        builder.join(2.0)
+        assert builder.is_alive() and not (tmp_path / f"{key}.u8").exists()
+        assert "another process is filling it" in caplog.text
+    builder.join(60)  # the lock went with the file
+    with open_video(paths[0]) as video:
+        assert torch.equal(built[0].open(0).get([0, 1]), video.get([0, 1]))
 
 
 def test_disk_cache_key_names_the_decoder_and_its_libraries(vids, tmp_path, monkeypatch):

@@ -13,7 +13,9 @@ flips and AutoAugment stay exactly what they are: they run on the cached frames.
   hash of what the frames depend on: the video list, the short side, the decoder with its
   libraries' versions and torchvision's, which resizes), built once and reused by later runs,
   every worker and every DDP process; entries whose file changed (size or mtime) are decoded
-  again and appended. Size: ``frames x H x W x 3`` bytes (the built-in benchmark: ~50 KB per video).
+  again and appended. One process at a time fills it (a lock file beside it): another job on the
+  same videos waits, then reads what the first decoded. Size: ``frames x H x W x 3`` bytes (the
+  built-in benchmark: ~50 KB per video).
 
 An unreadable video is cached as its error: reading it raises the same ``VideoDecodeError``.
 The cache is built with the run's decoder (``data.decoder``). The decoders aim at the same frames
@@ -23,6 +25,8 @@ disk cache filled by one decoder (or one version of it) never serves another.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -257,6 +261,39 @@ def build_disk_cache(
         raise UserError(f"cannot create the frame cache folder {directory} ({err}); set data.frame_cache_dir") from None
     key = cache_key(paths, short_side, decoder)
     data_file, index_file = directory / f"{key}.u8", directory / f"{key}.json"
+    with _building(directory / f"{key}.lock", data_file):
+        return _build_locked(paths, data_file, index_file, short_side, workers, progress, decoder)
+
+
+@contextlib.contextmanager
+def _building(lock_file: Path, data_file: Path) -> Iterator[None]:
+    """One process at a time checks and fills a disk cache (another ``xvit train`` on the same data,
+    a study's second process): appends from two processes would interleave in the data file and
+    each index would point at the other's bytes. A process that finds the lock taken waits, then
+    finds the videos the other one decoded already in the index. Where no lock can be taken (a
+    read-only folder, a file system without locks) the cache is used as before, unlocked."""
+    with contextlib.ExitStack() as stack:
+        try:
+            lock = stack.enter_context(open(lock_file, "a"))
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("frame cache %s: another process is filling it; waiting for it", data_file)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as err:
+            log.debug("frame cache %s: no lock (%s)", data_file, err)
+        yield  # the lock goes with the file's closing
+
+
+def _build_locked(
+    paths: Sequence[str],
+    data_file: Path,
+    index_file: Path,
+    short_side: int | None,
+    workers: int,
+    progress: bool,
+    decoder: str,
+) -> FrameCache:
     known = _read_index(index_file, data_file)
     paths = [str(p) for p in paths]
     fresh = {p for p in paths if p in known and (known[p].size, known[p].mtime_ns) == _stat(p)}

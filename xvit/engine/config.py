@@ -103,6 +103,9 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CPU/CUDA where supported) | bf16 | fp16 (CUDA, with GradScaler) | none
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # torch intra-op threads on CPU (None: cores per process - data.num_workers)
+    # compare: the models side by side, a process each: auto (CPU, one process, threads unset, a core
+    # per model) | always | never (one after the other); xvit.engine.train.side_by_side
+    parallel: str = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms + fixed sampler order + seeded workers
     resume: str = "auto"  # auto (continue from run_dir's checkpoint) | never | path to a checkpoint or run dir
     ckpt_every_steps: int = 0  # also checkpoint every N optimizer steps (0: only every epoch)
@@ -328,6 +331,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         quote = ""
         if isinstance(value, (int, float)) and not isinstance(value, bool) and _match("x", hint)[0]:
             quote = " (YAML read it as a number: quote the value, e.g. '1x3')"
+        elif isinstance(value, bool) and _match("x", hint)[0]:
+            quote = " (YAML reads on/off/yes/no as true/false: quote the value, or see the key's choices)"
         raise UserError(f"config key '{key}' expects {_type_name(hint)}, got {value!r}{quote}")
     return out
 
@@ -389,6 +394,7 @@ _CHOICES = {
     "optim.name": ("sgd", "adamw"),
     "train.amp": ("auto", "bf16", "fp16", "none"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.parallel": ("auto", "always", "never"),
     "data.cache": ("none", "memory", "disk"),
     "data.decoder": DECODERS,
 }

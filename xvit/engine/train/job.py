@@ -1,6 +1,8 @@
 """``train(cfg)``: the training job of ``xvit train`` — one model, or a model and the models it is
 compared with (``compare``), each trained and evaluated the same way in ``run_dir/<name>``, then a
-side-by-side table (``summary.md`` / ``summary.json``). Under ``torchrun`` every process runs it.
+side-by-side table (``summary.md`` / ``summary.json``); on a CPU the compared models may train at the
+same time, each in a process of its own (``train.parallel``, ``xvit.engine.train.side_by_side``).
+Under ``torchrun`` every process runs it.
 While a model trains, ``train.stop_signals`` stop the job after a snapshot (``xvit.engine.train.preempt``).
 """
 
@@ -17,7 +19,7 @@ from xvit.engine.config import Config, save_config
 from xvit.engine.eval.summary import write_summary
 from xvit.engine.runtime import seed_everything
 from xvit.engine.snapshot import remove_leftovers
-from xvit.engine.train import preempt
+from xvit.engine.train import preempt, side_by_side
 from xvit.engine.train.prepare import cpu_threads, prepare
 from xvit.engine.train.trainer import Trainer
 from xvit.errors import PeerFailure, Stopped
@@ -62,7 +64,8 @@ def check_model_names(cfg: Config) -> None:
 
 
 def train_all(cfg: Config, dist: xdist.DistInfo, signals: preempt.StopSignals | None = None) -> list[dict]:
-    """Train ``cfg.model.name`` then each ``cfg.compare`` model; write and print the summary; return results.
+    """Train ``cfg.model.name`` then each ``cfg.compare`` model (or all at once: ``train.parallel``);
+    write and print the summary; return the results.
 
     A compared model is trained exactly as the main one (data, recipe, seed, budget) but built with
     its family's defaults: ``model.options`` (head, mixing, ...) belong to ``model.name`` only, so
@@ -72,14 +75,18 @@ def train_all(cfg: Config, dist: xdist.DistInfo, signals: preempt.StopSignals | 
     check_model_names(cfg)
     signals = signals or preempt.StopSignals()
     if not cfg.compare:
-        return [_raise_if_signalled(train_model(cfg, dist, signals=signals), cfg, dist)]
-    results = []
-    for i, name in enumerate([cfg.model.name, *cfg.compare]):
-        model = dataclasses.replace(cfg.model, name=name, options=dict(cfg.model.options) if i == 0 else {})
-        sub = dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[], model=model)
-        results.append(_raise_if_signalled(train_model(sub, dist, top_config=cfg, signals=signals), cfg, dist))
-        if results[-1].get("stopped"):  # train.stop_after_steps: the whole job stops, as if killed
-            return results
+        return _raise_if_signalled([train_model(cfg, dist, signals=signals)], cfg, dist)
+    subs = per_model_configs(cfg)
+    if side_by_side.wanted(cfg, dist, len(subs)):
+        results = _raise_if_signalled(side_by_side.run(cfg, subs, dist, signals), cfg, dist)
+    else:
+        results = []
+        for sub in subs:
+            results += _raise_if_signalled([train_model(sub, dist, top_config=cfg, signals=signals)], cfg, dist)
+            if results[-1].get("stopped"):
+                break
+    if any(r.get("stopped") for r in results):  # train.stop_after_steps: the whole job stops, as if killed
+        return results
     if dist.rank == 0:
         out = Path(cfg.run_dir).expanduser()
         print("\n" + write_summary(out, results))
@@ -87,16 +94,29 @@ def train_all(cfg: Config, dist: xdist.DistInfo, signals: preempt.StopSignals | 
     return results
 
 
-def _raise_if_signalled(result: dict, cfg: Config, dist: xdist.DistInfo) -> dict:
-    """``Stopped`` with the line that says where the snapshot is and how to continue (rank 0's), if a
-    stop signal ended the run; else ``result``."""
-    if not result.get("signal"):
-        return result
+def per_model_configs(cfg: Config) -> list[Config]:
+    """The config of each model of the job, trained in ``run_dir/<name>``: ``model.name`` with
+    ``model.options``, then each ``compare`` model with its family's defaults."""
+    subs = []
+    for i, name in enumerate([cfg.model.name, *cfg.compare]):
+        model = dataclasses.replace(cfg.model, name=name, options=dict(cfg.model.options) if i == 0 else {})
+        subs.append(dataclasses.replace(cfg, run_dir=str(Path(cfg.run_dir) / name), compare=[], model=model))
+    return subs
+
+
+def _raise_if_signalled(results: list[dict], cfg: Config, dist: xdist.DistInfo) -> list[dict]:
+    """``Stopped`` with the line that says where each stopped model's snapshot is and how to continue
+    (rank 0's), if a stop signal ended a run of ``results``; else ``results``."""
+    stopped = [r for r in results if r.get("signal")]
+    if not stopped:
+        return results
     config = Path(cfg.run_dir).expanduser() / "config.yaml"
+    where = "; ".join(
+        f"after global step {r['global_step']} of {r['model']}; snapshot {r['snapshot'] or 'none yet'}" for r in stopped
+    )
     raise Stopped(
-        f"xvit train: stopped by {preempt.signal_name(result['signal'])} after global step {result['global_step']} "
-        f"of {result['model']}; snapshot {result['snapshot']}; to continue, run the same command again "
-        f"(or: xvit train --config {config} --resume)"
+        f"xvit train: stopped by {preempt.signal_name(stopped[0]['signal'])} {where}; to continue, run the same "
+        f"command again (or: xvit train --config {config} --resume)"
         if dist.rank == 0
         else ""
     )

@@ -56,13 +56,17 @@ def _say(text: str) -> None:
 class StopSignals:
     """The stop signals this process received while ``catch_stop_signals`` was active."""
 
-    def __init__(self) -> None:
+    def __init__(self, loud: bool | None = None) -> None:
+        """``loud``: say on stderr what a signal does (default: on rank 0)."""
         self.signum = 0  # the first stop signal received (0: none)
         self.count = 0  # how many
         self.quiet = False  # the run has stopped: later signals are ignored until ``restore``
+        self.forward: list[int] = []  # processes each signal is passed on to (``side_by_side``'s models)
         self._previous: dict[int, Any] = {}  # the handlers ``catch_stop_signals`` replaced
         self._pid = os.getpid()
-        self._loud = xdist.rank() == 0 if xdist.is_dist() else os.environ.get("RANK", "0") == "0"
+        if loud is None:
+            loud = xdist.rank() == 0 if xdist.is_dist() else os.environ.get("RANK", "0") == "0"
+        self._loud = loud
 
     def restore(self) -> None:
         """Put back the handlers that ``catch_stop_signals`` replaced."""
@@ -73,6 +77,9 @@ class StopSignals:
     def _handle(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid or self.quiet:  # a forked data-loader worker inherited it: the run decides
             return
+        for pid in self.forward:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
         self.count += 1
         name = signal_name(signum)
         if self.count == 1:

@@ -51,10 +51,7 @@ class Prepared:
 def prepare(cfg: Config, dist: xdist.DistInfo) -> Prepared:
     """Resolve and check data, labels, model, resume checkpoint; write nothing into ``run_dir``."""
     amp_dtype = resolve_amp(cfg.train.amp, dist.device)
-    check_decoder(cfg.data.decoder)  # before generating anything: torchcodec and FFmpeg installed
-    data = resolve_data(cfg, dist)
-    train_set, val_set = build_datasets(cfg, data)
-    num_classes, class_names = check_labels(cfg, data, train_set, val_set)
+    data, train_set, val_set, num_classes, class_names = prepare_data(cfg, dist)
     global_batch = cfg.train.batch_size * dist.world_size * cfg.train.accum_steps
     steps_per_epoch = len(train_set) // (cfg.train.batch_size * dist.world_size) // cfg.train.accum_steps
     if steps_per_epoch < 1:
@@ -72,6 +69,15 @@ def prepare(cfg: Config, dist: xdist.DistInfo) -> Prepared:
     return Prepared(
         cfg, data, train_set, val_set, num_classes, class_names, model, steps_per_epoch, resume, amp_dtype, pairs
     )
+
+
+def prepare_data(cfg: Config, dist: xdist.DistInfo) -> tuple[dict, Dataset, Dataset | None, int, list[str]]:
+    """The decoder checked, the data located (the synthetic set generated once), the datasets built
+    and their labels checked: (data, train set, val set, number of classes, class names)."""
+    check_decoder(cfg.data.decoder)  # before generating anything: torchcodec and FFmpeg installed
+    data = resolve_data(cfg, dist)
+    train_set, val_set = build_datasets(cfg, data)
+    return data, train_set, val_set, *check_labels(cfg, data, train_set, val_set)
 
 
 def cache_short_side(cfg: Config) -> int | None:
