@@ -71,7 +71,7 @@ def wanted(cfg: Config, dist: xdist.DistInfo, models: int) -> bool:
     if dist.world_size > 1:
         if mode == "always":
             raise UserError(
-                f"train.parallel=always trains the compared models in processes of its own, which needs one "
+                f"train.parallel=always trains the compared models in processes of their own, which needs one "
                 f"process; this job runs under torchrun with {dist.world_size}: set train.parallel=never or auto"
             )
         return False
@@ -118,6 +118,7 @@ def run(cfg: Config, subs: list[Config], dist: xdist.DistInfo, signals: preempt.
                 if signals.signum:  # a stop came while this child started: pass it on now
                     children[-1].signal(signals.signum)
             for child in _as_they_end(children):
+                signals.forward.remove(child.proc.pid)  # ended: its pid may soon be another process's
                 kind = child.outcome[0]
                 if kind == "died" and signals.signum:  # a stop ended it before its handlers were set
                     child.outcome = ("ok", {"model": child.name, "stopped": True, "signal": signals.signum,
