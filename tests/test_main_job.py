@@ -64,6 +64,9 @@ def test_summary_reports_pairs_and_what_each_model_is(job):
     assert vit["describe"]["head"] == "temporal average pooling"
     for r in results:
         assert len(r["pairs"]) == 5 and r["pair_order_acc"] is not None
+        records = (a / r["model"] / "metrics.jsonl").read_text().splitlines()
+        val = [json.loads(ln) for ln in records if '"kind": "val"' in ln]  # every evaluation's pair order
+        assert val and val[-1]["pair_order_acc"] == pytest.approx(r["pair_order_acc"], abs=0.05)
         assert r["train_acc"] is not None and r["params_m"] > 0 and r["train_clips_per_s"] > 0
         assert len(r["confusion"]) == 14
     text = (a / "summary.md").read_text()

@@ -134,16 +134,17 @@ def log_epoch(epoch: int, epochs: int, stats: dict, *, skipped: int, new: int) -
     )
 
 
-def log_val(views: str, epoch: int, res: dict) -> None:
-    """The line after an evaluation on the val split."""
+def log_val(views: str, epoch: int, res: dict, order: float | None = None) -> None:
+    """The line after an evaluation on the val split (``order``: its pair order accuracy, if the data has pairs)."""
     log.info(
-        "val (%s views) after epoch %d: top-1 %.2f%%, top-5 %.2f%%, mean class acc %.2f%% on %d videos "
+        "val (%s views) after epoch %d: top-1 %.2f%%, top-5 %.2f%%, mean class acc %.2f%%%s on %d videos "
         "(%d unreadable), %.0f s",
         views,
         epoch,
         res["top1"],
         res["top5"],
         res["mean_class_acc"],
+        "" if order is None else f", pair order {order:.1f}%",
         res["num_videos"],
         res["num_missing"],
         res["time_s"],

@@ -25,6 +25,7 @@ from torch import nn
 from xvit.engine import distributed as xdist
 from xvit.engine import snapshot
 from xvit.engine.eval.evaluate import evaluate
+from xvit.engine.eval.metrics import pair_order_accuracy
 from xvit.engine.eval.results import print_run, run_results
 from xvit.engine.runtime import seed_everything
 from xvit.engine.train import preempt
@@ -275,11 +276,13 @@ class Trainer:
             state.ledger.add(str(self.prep.val_set.samples[i].path), reason, max(state.epoch - 1, 0), "val")
         self._log_skips()
         scalars = {k: res[k] for k in ("top1", "top5", "mean_class_acc", "num_videos", "num_missing", "time_s")}
+        if self.prep.pairs:  # time-reversed pairs: the order accuracy after every evaluation, not only the last
+            scalars["pair_order_acc"] = pair_order_accuracy(res["confusion"], self.prep.pairs)["mean"]
         self.logger.log(
             "val", self.scheduler.last_step, {"epoch": state.epoch, "views": self.cfg.eval.views, **scalars}
         )
         if self.main:
-            log_val(self.cfg.eval.views, state.epoch, res)
+            log_val(self.cfg.eval.views, state.epoch, res, scalars.get("pair_order_acc"))
         if state.best_top1 is None or res["top1"] > state.best_top1:
             state.best_top1 = res["top1"]
             xdist.on_main(lambda: self.checkpoints.save_best(state.epoch))
