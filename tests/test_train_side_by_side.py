@@ -21,7 +21,7 @@ from test_main_job import tiny_job
 from xvit.cli import main
 from xvit.engine.config import load_config
 from xvit.engine.distributed import DistInfo
-from xvit.engine.train import side_by_side
+from xvit.engine.train import prepare, side_by_side
 from xvit.errors import EXIT_STOPPED, UserError
 
 MODELS = ("xvit_nano_patch8_32", "vit_nano_patch8_32")
@@ -148,7 +148,9 @@ def test_a_model_that_fails_stops_the_others(root, tmp_path, capfd, caplog):
 def test_when_auto_trains_side_by_side(monkeypatch):
     cfg = load_config("synthetic")  # compare: one frame ViT; train.threads unset
     cpu, gpu = (DistInfo(0, 0, 1, torch.device(d)) for d in ("cpu", "cuda"))
-    monkeypatch.setattr(side_by_side, "available_cores", lambda: 2)
+    cores = [2]  # the machine's, as both the choice and the thread split see it
+    for module in (side_by_side, prepare):
+        monkeypatch.setattr(module, "available_cores", lambda: cores[0])
     assert side_by_side.wanted(cfg, cpu, 2) and side_by_side.child_threads(cfg, 2) == 1
     assert not side_by_side.wanted(cfg, cpu, 3)  # more models than cores
     assert not side_by_side.wanted(cfg, gpu, 2) and not side_by_side.wanted(cfg, cpu, 1)
@@ -160,7 +162,7 @@ def test_when_auto_trains_side_by_side(monkeypatch):
     assert not side_by_side.wanted(cfg, DistInfo(0, 0, 2, torch.device("cpu")), 2)  # torchrun: never
     with pytest.raises(UserError, match="train.parallel=always .* torchrun with 2"):
         side_by_side.wanted(always, DistInfo(0, 0, 2, torch.device("cpu")), 2)
-    monkeypatch.setattr(side_by_side, "available_cores", lambda: 8)
+    cores[0] = 8
     workers = load_config("synthetic", ["data.num_workers=1"])
     assert side_by_side.child_threads(workers, 2) == 3  # 8 cores / 2 models - 1 loader worker
     with pytest.raises(UserError, match="'train.parallel' expects str, got True .YAML reads on/off"):

@@ -284,14 +284,19 @@ def cpu_threads(cfg: Config, dist: xdist.DistInfo) -> int | None:
     """
     if cfg.train.threads or dist.device.type != "cpu":
         return cfg.train.threads
-    cores = available_cores()
-    per_process = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
-    threads = max(1, per_process - cfg.data.num_workers)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+    threads = threads_per_process(cfg, processes)
     if dist.rank == 0:
         log.info(
             "CPU: %d torch threads per process (%d cores / process - %d data workers; set train.threads to change)",
             threads,
-            per_process,
+            max(1, available_cores() // processes),
             cfg.data.num_workers,
         )
     return threads
+
+
+def threads_per_process(cfg: Config, processes: int) -> int:
+    """The cores shared by ``processes`` training processes on this machine, less each one's
+    data-loader workers (at least 1)."""
+    return max(1, available_cores() // processes - cfg.data.num_workers)

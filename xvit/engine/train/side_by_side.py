@@ -44,7 +44,7 @@ from xvit.engine import distributed as xdist
 from xvit.engine.config import Config, config_from_dict, save_config
 from xvit.engine.runtime import available_cores
 from xvit.engine.train import preempt
-from xvit.engine.train.prepare import attach_frame_cache, prepare_data
+from xvit.engine.train.prepare import attach_frame_cache, prepare_data, threads_per_process
 from xvit.errors import UserError
 
 log = logging.getLogger("xvit.train")
@@ -83,9 +83,7 @@ def wanted(cfg: Config, dist: xdist.DistInfo, models: int) -> bool:
 def child_threads(cfg: Config, models: int) -> int:
     """Torch threads of each model's process: ``train.threads``, or the cores split between the models
     less each one's data-loader workers (at least 1)."""
-    if cfg.train.threads:
-        return cfg.train.threads
-    return max(1, available_cores() // models - cfg.data.num_workers)
+    return cfg.train.threads or threads_per_process(cfg, models)
 
 
 def run(cfg: Config, subs: list[Config], dist: xdist.DistInfo, signals: preempt.StopSignals) -> list[dict]:
@@ -185,9 +183,8 @@ class _Child:
         return True
 
     def signal(self, signum: int) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signum)
+        with contextlib.suppress(ProcessLookupError):  # send_signal skips a process already reaped
+            self.proc.send_signal(signum)
 
     def end(self) -> None:
         """The parent is done (or leaving on an exception): a process still running stops, then ends."""
