@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import xvit
@@ -298,6 +299,21 @@ def test_gap_runs_ablations_and_curves_and_says_when_xvit_catches_up(table2, tmp
     assert res["curve_seeds"] == 1 and not any("curve" in r for r in res["runs"] if r["seed"] == 1)
     assert res["catch_up"] is not None and (out / "gap.png").stat().st_size > 0
     assert "## Learning curve: X-ViT" in (out / "results.md").read_text()
+
+
+def test_gap_ablations_fine_tuned_from_an_image_vit(table2, tmp_path):
+    root, _ = table2
+    torch.manual_seed(0)
+    image_vit = tmp_path / "img.safetensors"
+    save_model(image_vit, xvit.create_model("vit_nano_patch8_32", num_frames=1, num_classes=14))
+    out = tmp_path / "gap"
+    args = ["reproduce", "gap", "--ablations", "xvit", "mix_k", "--curves", "--seeds", "1", "--out", str(out)]
+    assert main([*args, "--pretrained", str(image_vit), *tiny(root)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["regime"] == "pretrained" and res["settings"]["pretrained"] == str(image_vit) and not res["curves"]
+    for key in ("xvit_s0", "mix_k_s0"):
+        assert yaml.safe_load((out / "runs" / key / "config.yaml").read_text())["model"]["pretrained"] == str(image_vit)
+    assert (out / "results.md").read_text().startswith(f"# Fine-tuned from {image_vit}: ablations")
 
 
 def test_main_study_runs_the_job_per_seed_and_checks_the_targets(table2, tmp_path):

@@ -1,12 +1,14 @@
 """``train.parallel``: the compared models of a job trained side by side, a process each. The same
 numbers and weights as one after the other; a stop signal to the job's process alone stops every
 model after its snapshot and the same command continues them bit for bit; a model that fails stops
-the others; a job whose process is killed leaves no model training; when ``auto`` chooses it."""
+the others; a job whose process is killed leaves no model training; the models' lines come out of
+the job's process under one bar; when ``auto`` chooses it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +100,21 @@ def test_side_by_side_gives_the_numbers_and_weights_of_one_after_the_other(root,
     saved = load_config(str(run_dir / "config.yaml"))  # the job's config, as given; each model's with its threads
     assert saved.train.parallel == "always" and saved.train.threads == 1
     assert load_config(str(run_dir / MODELS[0] / "config.yaml")).train.progress is False
+
+
+def test_the_job_prints_its_models_lines_under_one_bar_of_their_steps(root, tmp_path):
+    """What the models log and print comes out of the job's process, each line naming its model,
+    with one progress bar over both models' optimizer steps ending at each one's total."""
+    proc = _start(root, tmp_path / "shown", "train.progress=true")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    for model in MODELS:
+        assert f"[{model}]: epoch 20/20: loss" in err and f"\n{model}: top-1" in f"\n{out}"
+    last = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("training: 100%")][-1]
+    steps = dict(re.findall(r"(\w+_patch8_32) (\d+/\d+)", last))
+    assert steps.keys() == set(MODELS) and all(a == b for a, b in (v.split("/") for v in steps.values())), last
+    total = sum(int(v.split("/")[1]) for v in steps.values())
+    assert f"| {total}/{total} [" in last
 
 
 def test_a_stop_signal_to_the_job_stops_every_model_and_the_same_command_continues(root, one_after_the_other):

@@ -98,7 +98,8 @@ def _table2_arguments(p: argparse._ArgumentGroup) -> None:
         default=None,
         metavar="CKPT",
         help="table2: the image ViT of the pretrained regime (default: model.pretrained of the config, else the "
-        f"shipped {table2.SHIPPED_IMAGE_VIT} for the built-in benchmark at micro size)",
+        f"shipped {table2.SHIPPED_IMAGE_VIT} for the built-in benchmark at micro size); gap: run the ablations "
+        "fine-tuned from this image ViT (default: from scratch)",
     )
 
 

@@ -26,8 +26,9 @@ def _n(x: float | None) -> str:
 
 def markdown(results: dict) -> str:
     s = results["settings"]
+    regime = "The from-scratch gap" if results["regime"] == "scratch" else f"Fine-tuned from {s['pretrained']}"
     lines = [
-        "# The from-scratch gap: ablations and learning curves",
+        f"# {regime}: ablations and learning curves",
         "",
         f"`{results['command']}`",
         "",

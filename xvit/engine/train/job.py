@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -123,12 +124,17 @@ def _raise_if_signalled(results: list[dict], cfg: Config, dist: xdist.DistInfo) 
 
 
 def train_model(
-    cfg: Config, dist: xdist.DistInfo, top_config: Config | None = None, signals: preempt.StopSignals | None = None
+    cfg: Config,
+    dist: xdist.DistInfo,
+    top_config: Config | None = None,
+    signals: preempt.StopSignals | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Prepare (all checks), create the run directory, train, evaluate; return the run's results.
 
     The stop signals are caught while the model trains (``signals`` records them); before that,
     during the checks and the data preparation, a signal ends the process as it always did.
+    ``on_progress(global_step, total_steps)`` is called after every optimizer step.
     """
     seed_everything(cfg.seed, deterministic=cfg.train.deterministic, threads=cpu_threads(cfg, dist))
     prep = prepare(cfg, dist)
@@ -144,5 +150,5 @@ def train_model(
     xdist.barrier()
     signals = signals or preempt.StopSignals()
     with preempt.catch_stop_signals(signals, cfg.train.stop_signals):
-        trainer = Trainer(prep, dist, run_dir, signals)
+        trainer = Trainer(prep, dist, run_dir, signals, on_progress)
         return trainer.fit()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,10 +46,19 @@ log = logging.getLogger("xvit.train")
 class Trainer:
     """Owns model, optimizer, schedule, loaders and logger of one run; ``fit()`` trains and evaluates it."""
 
-    def __init__(self, prep: Prepared, dist: xdist.DistInfo, run_dir: Path, signals: preempt.StopSignals | None = None):
-        """``signals``: the stop requests this process receives (``xvit.engine.train.preempt.catch_stop_signals``)."""
+    def __init__(
+        self,
+        prep: Prepared,
+        dist: xdist.DistInfo,
+        run_dir: Path,
+        signals: preempt.StopSignals | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ):
+        """``signals``: the stop requests this process receives (``xvit.engine.train.preempt.catch_stop_signals``);
+        ``on_progress(global_step, total_steps)``: called after every optimizer step (a side-by-side job's bar)."""
         cfg, t = prep.cfg, prep.cfg.train
         self.prep, self.cfg, self.dist, self.run_dir = prep, cfg, dist, run_dir
+        self.on_progress = on_progress
         self.main = dist.rank == 0
         self.model = prep.model.to(dist.device)
         self.net = xdist.wrap_model(self.model, dist)
@@ -234,6 +244,8 @@ class Trainer:
         says so, and on a stop signal (then stop); stop at ``stop_after_steps`` (no checkpoint)."""
         t, step = self.cfg.train, info["global_step"]
         self.state.epoch_sums = info.pop("sums")
+        if self.on_progress is not None:
+            self.on_progress(step, t.epochs * self.prep.steps_per_epoch)
         xdist.set_progress(f"finished step {info['step_in_epoch']} of epoch {self.state.epoch}, global step {step}")
         self._check_skipped()
         if step % t.log_every_steps == 0:
