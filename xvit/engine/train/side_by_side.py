@@ -332,6 +332,8 @@ class _LogToParent(logging.Handler):
 class _StdoutToParent(io.TextIOBase):
     """A model's ``sys.stdout``: each line it prints is printed by the job's process (here once it is gone)."""
 
+    encoding = "utf-8"  # what code that asks a stream for its encoding gets (JSON carries any text)
+
     def __init__(self, out: _ToParent) -> None:
         self.out, self.partial = out, ""
 
