@@ -290,13 +290,18 @@ def cpu_threads(cfg: Config, dist: xdist.DistInfo) -> int | None:
         log.info(
             "CPU: %d torch threads per process (%d cores / process - %d data workers; set train.threads to change)",
             threads,
-            max(1, available_cores() // processes),
+            cores_per_process(processes),
             cfg.data.num_workers,
         )
     return threads
 
 
+def cores_per_process(processes: int) -> int:
+    """This machine's cores shared by ``processes`` training processes (at least 1)."""
+    return max(1, available_cores() // processes)
+
+
 def threads_per_process(cfg: Config, processes: int) -> int:
-    """The cores shared by ``processes`` training processes on this machine, less each one's
-    data-loader workers (at least 1)."""
-    return max(1, available_cores() // processes - cfg.data.num_workers)
+    """Torch threads of each of ``processes`` training processes: its cores less its data-loader
+    workers (at least 1)."""
+    return max(1, cores_per_process(processes) - cfg.data.num_workers)
