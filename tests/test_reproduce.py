@@ -18,7 +18,9 @@ import xvit
 from xvit.cli import main
 from xvit.data.clip import ClipSpec
 from xvit.engine.checkpoint import save_model
-from xvit.studies import common
+from xvit.engine.config import load_config
+from xvit.studies import common, fig1, gap
+from xvit.studies import table2 as table2_study
 from xvit.studies.common import StudyDir, Unit, compare, eta, mean_std, pm, run_units
 
 
@@ -155,6 +157,7 @@ def test_fig1_trains_its_model_and_tests_at_a_short_side_where_the_crops_differ(
     res = json.loads((out / "results.json").read_text())
     assert [r["kind"] for r in res["runs"]] == ["train", "eval", "eval"]
     assert res["short_side"] == 36 and res["crop_size"] == 32
+    assert res["settings"]["config"]["optim"]["lr"] == 1e-3  # the shipped figure's recipe, not the main job's
     _, clip = xvit.load_model(out / "runs" / "train_s0" / "checkpoints" / "best.safetensors")
     frames = torch.randint(0, 255, (4, 32, 32, 3), dtype=torch.uint8)
     crops = clip.test_transform(num_crops=3)(frames)  # (3, C, T, 32, 32)
@@ -335,3 +338,24 @@ def test_main_study_runs_the_job_per_seed_and_checks_the_targets(table2, tmp_pat
     t = res["targets"]
     assert t["of"] == 2 and 0 <= t["met_by"] <= 2 and {"pair_mean", "pair_min", "top1_margin"} <= set(t["per_seed"][0])
     assert "met by" in (out / "results.md").read_text()
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "docs" / "reproduction"
+
+
+@pytest.mark.parametrize(
+    "study, defaults, per_run",
+    [("table2", table2_study.DEFAULTS, {"lr"}), ("gap", gap.DEFAULTS, set()), ("fig1", fig1.DEFAULTS, set())],
+)
+def test_a_study_reruns_with_the_recipe_of_its_shipped_results(study, defaults, per_run):
+    # the main job's recipe moves (synthetic.yaml); a study's defaults keep the one it shipped with
+    settings = json.loads((SHIPPED / study / "results.json").read_text())["settings"]
+    extra = settings["recipe"].split(" + ", 1)[1].split()  # the command's overrides after the defaults of its time
+    now = load_config(None, [*defaults, *extra]).to_dict()
+    for section, shipped in settings["config"].items():
+        if not isinstance(shipped, dict):
+            assert now[section] == shipped, section
+            continue
+        for key, value in shipped.items():
+            if key not in per_run:
+                assert now[section][key] == value, f"{section}.{key}"

@@ -33,11 +33,31 @@ from xvit.engine.eval.evaluate import evaluate_checkpoint
 from xvit.engine.eval.metrics import pair_order_accuracy, resolve_pairs
 from xvit.engine.eval.results import format_duration
 from xvit.engine.runtime import resolve_device
-from xvit.studies.common import StudyDir, Unit, machine, machine_line, mean_std, pm, run_units, train_run, write_json
+from xvit.studies.common import (
+    PROXY_RECIPE,
+    StudyDir,
+    Unit,
+    machine,
+    machine_line,
+    mean_std,
+    pm,
+    run_units,
+    train_run,
+    write_json,
+)
 
 # The built-in benchmark's budget (as Table 2's X-ViT + TA runs), its videos 40 frames long (5
-# different segment clips), tested at short side 36 (3 different crops).
-DEFAULTS = ["train.epochs=6", "data.test_short_side=36", "data.synthetic.num_frames=40"]
+# different segment clips), tested at short side 36 (3 different crops). The recipe is pinned to
+# the one the shipped figure was run with (from scratch, AdamW lr 1e-3), so that it does not move
+# with the main job's: that one has since changed to fine-tuning from the image ViT.
+DEFAULTS = [
+    *PROXY_RECIPE,
+    "train.epochs=6",
+    "data.test_short_side=36",
+    "data.synthetic.num_frames=40",
+    "model.pretrained=null",
+    "optim.lr=1e-3",
+]
 CROPS = (1, 3)
 
 

@@ -260,7 +260,7 @@ def build_model(cfg: Config, num_classes: int, pretrained: str | None) -> nn.Mod
     except TypeError as err:  # an option the model family does not take
         raise UserError(
             f"model {cfg.model.name} rejected model.options {cfg.model.options}: {err}; "
-            "remove the option (see docs/training.md for each family's options)"
+            "remove the option or clear them all with model.options={} (docs/training.md: each family's options)"
         ) from None
 
 
