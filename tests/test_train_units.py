@@ -13,6 +13,7 @@ from torch import nn
 from xvit.engine.config import Config, config_from_dict, load_config, parse_overrides, save_config, shipped_configs
 from xvit.engine.train.mixup import VideoMixup, cutmix_box, smooth_one_hot, soft_cross_entropy
 from xvit.engine.train.optim import WarmupCosine, build_optimizer, lr_factor, param_groups, scaled_lr
+from xvit.engine.train.prepare import build_model
 from xvit.errors import UserError
 
 # ------------------------------------------------------------------------------------------ config
@@ -48,6 +49,14 @@ def test_load_default_config_with_overrides():
     assert load_config(None, ["model.options={}"]).model.options == {}
     both = load_config(None, ["model.options={shift_div: 8}", "model.options.head=attn"]).model.options
     assert both == {"shift_div": 8, "head": "attn"}
+
+
+def test_another_family_on_the_main_job_s_config_is_told_how_to_clear_its_options():
+    # the main job's shift_div is X-ViT's; TimeSformer takes none: one line saying what to do
+    switch = ["model.name=timesformer_nano_patch8_32", "model.pretrained=null"]
+    with pytest.raises(UserError, match=r"rejected model.options \{'shift_div': 8\}.*model.options=\{\}"):
+        build_model(load_config(None, switch), num_classes=14, pretrained=None)
+    assert build_model(load_config(None, [*switch, "model.options={}"]), num_classes=14, pretrained=None)
 
 
 @pytest.mark.parametrize(
